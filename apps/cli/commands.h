@@ -1,0 +1,18 @@
+// Subcommands of the `rakv` CLI. Each add_*_command registers its options on `app` and sets
+// `run` to the action, executed after the whole command line parsed.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace rakv::cli {
+
+using Action = std::function<int()>;
+
+void add_train_command(CLI::App& app, Action& run);
+void add_run_command(CLI::App& app, Action& run);
+void add_generate_command(CLI::App& app, Action& run);
+void add_config_command(CLI::App& app, Action& run);
+
+}  // namespace rakv::cli

@@ -1,0 +1,104 @@
+// GPT-2 (pre-LayerNorm blocks, learned positions, tied LM head) whose layers each use plain or
+// Reciprocal Attention and a plain or Reciprocal MLP.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/modules/container/modulelist.h>
+
+#include <memory>
+#include <vector>
+
+#include "rakv/config.h"
+#include "rakv/nn/attention_layer.h"
+#include "rakv/nn/mlp.h"
+#include "rakv/nn/reciprocal_attention.h"
+#include "rakv/nn/reciprocal_mlp.h"
+
+namespace rakv::model {
+
+enum class AttentionKind { kPlain, kReciprocal };
+enum class MLPKind { kPlain, kReciprocal };
+
+struct GPT2Config {
+  int64_t vocab_size = 256;
+  int64_t block_size = 128;
+  int64_t n_layer = 4;
+  int64_t n_head = 4;
+  int64_t n_embd = 128;
+  int64_t mlp_expansion = 4;
+  double dropout = 0.0;
+  std::vector<AttentionKind> attention;  // one per layer
+  std::vector<MLPKind> mlp;              // one per layer
+  nn::ReciprocalAttentionOptions ra;     // n_embd, n_head, dropout are taken from above
+  nn::ReciprocalMLPOptions rmlp;         // n_embd, expansion, dropout are taken from above
+};
+
+// Builds and validates the model configuration from CONFIG_ options; throws config::ConfigError
+// naming the options at fault (e.g. n_embd not divisible by n_head, R >= head dim).
+GPT2Config gpt2_config_from(const config::Config& config);
+
+// Per-layer caches of one generation.
+struct GenerationCache {
+  std::vector<nn::LayerKVCache> layers;
+  int64_t position = 0;  // tokens already processed
+  int64_t bytes() const;
+};
+
+class BlockImpl : public torch::nn::Module {
+ public:
+  BlockImpl(const GPT2Config& config, int64_t layer);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor forward_cached(const torch::Tensor& x, nn::LayerKVCache& cache);
+
+  torch::nn::LayerNorm ln_1{nullptr};
+  torch::nn::LayerNorm ln_2{nullptr};
+  std::shared_ptr<nn::AttentionLayer> attn;
+  nn::ReciprocalAttention ra{nullptr};  // set when attn is RA
+  nn::MLP mlp{nullptr};
+  nn::ReciprocalMLP rmlp{nullptr};
+
+ private:
+  torch::Tensor run_mlp(const torch::Tensor& x);
+};
+TORCH_MODULE(Block);
+
+class GPT2Impl : public torch::nn::Module {
+ public:
+  explicit GPT2Impl(const GPT2Config& config);
+
+  // idx: int64 [B, T] token ids, T <= block_size -> logits [B, T, vocab] (float32).
+  torch::Tensor forward(const torch::Tensor& idx);
+  // Mean cross-entropy of forward(idx) against targets (int64 [B, T]).
+  torch::Tensor loss(const torch::Tensor& idx, const torch::Tensor& targets);
+  // Logits of the tokens idx [B, T_new] that follow those already in `cache`.
+  torch::Tensor forward_cached(const torch::Tensor& idx, GenerationCache& cache);
+  GenerationCache new_cache() const;
+
+  // Re-draws every weight: N(0, 0.02), residual projections N(0, 0.02 / sqrt(2 n_layer)),
+  // LayerNorms (1, 0), gates and mixers at their defaults. Uses the global torch generator.
+  void reset_weights();
+
+  std::vector<nn::ReciprocalAttention> reciprocal_attention_layers() const;
+  std::vector<nn::ReciprocalMLP> reciprocal_mlp_layers() const;
+  // Parameters that get weight decay (matrices and embeddings) and those that do not (gates,
+  // norms, self-restart, coupling).
+  std::vector<torch::Tensor> decayed_parameters() const;
+  std::vector<torch::Tensor> undecayed_parameters() const;
+
+  const GPT2Config& config() const { return config_; }
+  torch::nn::Embedding wte{nullptr};
+  torch::nn::Embedding wpe{nullptr};
+  torch::nn::ModuleList blocks{nullptr};
+  torch::nn::LayerNorm ln_f{nullptr};
+
+ private:
+  torch::Tensor head(const torch::Tensor& x);
+  void check_tokens(const torch::Tensor& idx, int64_t start) const;
+  GPT2Config config_;
+  std::vector<Block> block_list_;
+};
+TORCH_MODULE(GPT2);
+
+}  // namespace rakv::model

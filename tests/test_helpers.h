@@ -1,0 +1,72 @@
+// Shared helpers for the test suite: error measures, finite differences, running the CLI.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <functional>
+#include <string>
+
+namespace rakv::testing {
+
+// max |a - b| / max(max |b|, tiny): the relative error used across the suite.
+inline double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
+  const auto ad = a.detach().to(torch::kFloat64);
+  const auto bd = b.detach().to(torch::kFloat64);
+  const double scale = std::max(bd.abs().max().item<double>(), 1e-30);
+  return (ad - bd).abs().max().item<double>() / scale;
+}
+
+// Central finite difference of scalar `f` with respect to every entry of `param` (float64).
+inline torch::Tensor finite_difference(const std::function<double()>& f, torch::Tensor param,
+                                       double eps = 1e-6) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor grad = torch::zeros_like(param);
+  auto flat = param.view({-1});
+  auto g = grad.view({-1});
+  for (int64_t i = 0; i < flat.numel(); ++i) {
+    const double original = flat[i].item<double>();
+    flat[i].fill_(original + eps);
+    const double plus = f();
+    flat[i].fill_(original - eps);
+    const double minus = f();
+    flat[i].fill_(original);
+    g[i].fill_((plus - minus) / (2 * eps));
+  }
+  return grad;
+}
+
+// Expects `f` to throw an exception whose message contains `needle`.
+inline void expect_error_containing(const std::function<void()>& f, const std::string& needle) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
+        << "message was: " << e.what() << "\nexpected it to contain: " << needle;
+    return;
+  }
+  ADD_FAILURE() << "expected an error containing: " << needle;
+}
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs the rakv CLI with `args` (a shell-quoted string), capturing stdout and stderr.
+CommandResult run_cli(const std::string& args);
+
+// A fresh empty directory under the system temp dir, removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace rakv::testing
