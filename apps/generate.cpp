@@ -21,7 +21,8 @@ int64_t sample_token(const torch::Tensor& logits, const SamplingOptions& options
 
 }  // namespace
 
-GenerationResult generate(model::GPT2& model, const std::string& prompt, const SamplingOptions& options) {
+GenerationResult generate(model::GPT2& model, const std::string& prompt, const SamplingOptions& options,
+                          const std::vector<nn::KVCachePolicy>& policies) {
   TORCH_CHECK(options.tokens >= 0, "number of tokens to generate must be >= 0, got ", options.tokens);
   TORCH_CHECK(options.temperature >= 0, "temperature must be >= 0, got ", options.temperature);
   TORCH_CHECK(options.top_k >= 0, "top-k must be >= 0, got ", options.top_k);
@@ -37,9 +38,9 @@ GenerationResult generate(model::GPT2& model, const std::string& prompt, const S
   // A prompt longer than the context keeps its end.
   if (static_cast<int64_t>(context.size()) > block) context.erase(context.begin(), context.end() - block);
 
-  model::GenerationCache cache = model->new_cache();
+  model::GenerationCache cache = model->new_cache(policies);
   auto prefill = [&](int64_t keep) {
-    cache = model->new_cache();
+    cache.reset();
     std::vector<int64_t> tail(context.end() - keep, context.end());
     const torch::Tensor idx = torch::tensor(tail, torch::kInt64).unsqueeze(0).to(device);
     return model->forward_cached(idx, cache).select(1, -1).squeeze(0);
@@ -48,6 +49,7 @@ GenerationResult generate(model::GPT2& model, const std::string& prompt, const S
 
   GenerationResult result;
   int64_t peak_bytes = cache.bytes();
+  int64_t peak_full_bytes = cache.full_bytes();
   for (int64_t i = 0; i < options.tokens; ++i) {
     const int64_t token = sample_token(logits, options);
     result.text.push_back(static_cast<char>(token));
@@ -60,10 +62,13 @@ GenerationResult generate(model::GPT2& model, const std::string& prompt, const S
       const torch::Tensor idx = torch::tensor({token}, torch::kInt64).view({1, 1}).to(device);
       logits = model->forward_cached(idx, cache).select(1, -1).squeeze(0);
     }
-    peak_bytes = std::max(peak_bytes, cache.bytes());
+    if (cache.full_bytes() >= peak_full_bytes) {
+      peak_bytes = std::max(peak_bytes, cache.bytes());
+      peak_full_bytes = cache.full_bytes();
+    }
   }
   result.cache_bytes = peak_bytes;
-  result.full_cache_bytes = peak_bytes;
+  result.full_cache_bytes = peak_full_bytes;
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "rakv/apps/generate.h"
+#include "rakv/apps/kv_compression.h"
 #include "rakv/apps/train.h"
 #include "rakv/data/text_corpus.h"
 #include "rakv/io/atomic_file.h"
@@ -257,35 +258,44 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
       for (auto& layer : gpt->reciprocal_attention_layers()) layer->unfreeze_reciprocal_gates();
       log << (options.progress ? "\n" : "") << "step " << step << ": reciprocal gates activated (w_rec = 0.1)\n";
     }
-    train_loss = loss_sum.item<double>();
-    if (!std::isfinite(train_loss)) {
-      throw std::runtime_error("training diverged at step " + std::to_string(step) +
-                               " (loss is " + format_number(train_loss, 4) +
+    // A non-finite loss stops the run before anything of this step is written.
+    auto check_finite = [&](double loss, const std::string& what) {
+      if (std::isfinite(loss)) return;
+      throw std::runtime_error("training diverged at step " + std::to_string(step) + " (" + what +
+                               " is " + format_number(loss, 4) +
                                "); lower CONFIG_LEARNING_RATE or enable CONFIG_GRAD_CLIP");
-    }
+    };
+    train_loss = loss_sum.item<double>();
+    check_finite(train_loss, "loss");
     const double step_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     const double step_tokens = static_cast<double>(batch * block * accum);
     tokens_seen += batch * block * accum;
 
     std::string val_field;
-    if (step % eval_interval == 0 || step == max_iters) {
+    const bool checkpoint_step = step % eval_interval == 0 || step == max_iters;
+    if (checkpoint_step) {
       val_loss = evaluate();
+      check_finite(val_loss, "validation loss");  // the step's update made the weights non-finite
       val_field = format_number(val_loss, 8);
-      model::save_training_checkpoint(checkpoint_path, *gpt, optimizer, cfg, step);
-      model::save_model(model_path, *gpt, cfg, step);
-      last_checkpoint = step;
     }
     csv << step << "," << format_number(train_loss, 8) << "," << val_field << ","
         << format_number(lr, 6) << "," << format_number(step_tokens / step_seconds, 6) << "\n"
         << std::flush;
+    // Log row, model, then the resume point: a kill in between leaves the log and the model
+    // ahead of the checkpoint (a resume rewrites both), never behind it.
+    if (checkpoint_step) {
+      model::save_model(model_path, *gpt, cfg, step);
+      model::save_training_checkpoint(checkpoint_path, *gpt, optimizer, cfg, step);
+      last_checkpoint = step;
+    }
     std::string status = "loss " + format_number(train_loss, 4);
     if (!std::isnan(val_loss)) status += " val " + format_number(val_loss, 4);
     progress.update(step - resume.step, status + " | " + format_rate(step_tokens / step_seconds));
   }
   if (last_checkpoint != last_step) {
-    model::save_training_checkpoint(checkpoint_path, *gpt, optimizer, cfg, last_step);
     model::save_model(model_path, *gpt, cfg, last_step);
+    model::save_training_checkpoint(checkpoint_path, *gpt, optimizer, cfg, last_step);
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.tokens_per_second = static_cast<double>(tokens_seen) / result.seconds;
@@ -307,8 +317,11 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
     sampling.temperature = cfg.get_float("CONFIG_TEMPERATURE");
     sampling.top_k = cfg.get_int("CONFIG_TOP_K");
     sampling.seed = seed;
-    result.sample_text = cfg.get_string("CONFIG_SAMPLE_PROMPT") +
-                         generate(gpt, cfg.get_string("CONFIG_SAMPLE_PROMPT"), sampling).text;
+    const auto policies = generation_policies(gpt, cfg, cfg.get_float("CONFIG_KV_BUDGET"), "", log);
+    const GenerationResult generated = generate(gpt, cfg.get_string("CONFIG_SAMPLE_PROMPT"), sampling, policies);
+    result.sample_text = cfg.get_string("CONFIG_SAMPLE_PROMPT") + generated.text;
+    log << "sample: " << sampling.tokens << " tokens; KV cache " << generated.cache_bytes << " bytes vs a full cache of "
+        << generated.full_cache_bytes << " bytes\n";
   }
   return result;
 }

@@ -117,6 +117,13 @@ CheckpointInfo checkpoint_info(const io::TensorFile& file, const std::string& pa
 LoadedModel load_model(const std::string& path) {
   const io::TensorFile file = io::load_safetensors(path);
   const CheckpointInfo info = checkpoint_info(file, path);
+  // NaN or Inf weights would only surface later, as garbage text or a sampling error.
+  for (const auto& [name, tensor] : file.tensors) {
+    if (tensor.is_floating_point() && !torch::isfinite(tensor).all().item<bool>()) {
+      throw std::runtime_error(path + ": tensor '" + name +
+                               "' holds NaN or Inf values (saved from a diverged run?)");
+    }
+  }
   LoadedModel loaded;
   loaded.config = info.config;
   loaded.step = info.step;

@@ -12,6 +12,17 @@ int64_t GenerationCache::bytes() const {
   return total;
 }
 
+int64_t GenerationCache::full_bytes() const {
+  int64_t total = 0;
+  for (const auto& layer : layers) total += layer.full_bytes();
+  return total;
+}
+
+void GenerationCache::reset() {
+  for (auto& layer : layers) layer.clear();
+  position = 0;
+}
+
 BlockImpl::BlockImpl(const GPT2Config& config, int64_t layer) {
   ln_1 = register_module("ln_1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.n_embd})));
   if (config.attention[layer] == AttentionKind::kReciprocal) {
@@ -21,6 +32,14 @@ BlockImpl::BlockImpl(const GPT2Config& config, int64_t layer) {
     options.dropout = config.dropout;
     ra = nn::ReciprocalAttention(options);
     attn = ra.ptr();
+  } else if (config.attention[layer] == AttentionKind::kPrunedKV) {
+    nn::PrunedKVAttentionOptions options = config.pruned_kv;
+    options.n_embd = config.n_embd;
+    options.n_head = config.n_head;
+    options.dropout = config.dropout;
+    options.seed = config.pruned_kv.seed + static_cast<uint64_t>(layer) * 7919u;
+    pruned_kv = nn::PrunedKVAttention(options);
+    attn = pruned_kv.ptr();
   } else {
     nn::CausalSelfAttentionOptions options;
     options.n_embd = config.n_embd;
@@ -136,9 +155,13 @@ torch::Tensor GPT2Impl::loss(const torch::Tensor& idx, const torch::Tensor& targ
                                               targets.reshape({-1}));
 }
 
-GenerationCache GPT2Impl::new_cache() const {
+GenerationCache GPT2Impl::new_cache(const std::vector<nn::KVCachePolicy>& policies) const {
+  TORCH_CHECK(policies.empty() || static_cast<int64_t>(policies.size()) == config_.n_layer, "new_cache: ",
+              policies.size(), " cache policies for ", config_.n_layer, " layers");
   GenerationCache cache;
-  cache.layers.resize(config_.n_layer);
+  for (int64_t layer = 0; layer < config_.n_layer; ++layer) {
+    cache.layers.emplace_back(policies.empty() ? nn::KVCachePolicy{} : policies[layer]);
+  }
   return cache;
 }
 
@@ -167,6 +190,14 @@ std::vector<nn::ReciprocalMLP> GPT2Impl::reciprocal_mlp_layers() const {
   std::vector<nn::ReciprocalMLP> layers;
   for (const auto& block : block_list_) {
     if (block->rmlp) layers.push_back(block->rmlp);
+  }
+  return layers;
+}
+
+std::vector<nn::PrunedKVAttention> GPT2Impl::pruned_kv_layers() const {
+  std::vector<nn::PrunedKVAttention> layers;
+  for (const auto& block : block_list_) {
+    if (block->pruned_kv) layers.push_back(block->pruned_kv);
   }
   return layers;
 }

@@ -58,8 +58,36 @@ GPT2Config gpt2_config_from(const config::Config& cfg) {
                       std::to_string(hidden / 2));
   }
 
+  const bool prune = cfg.get_bool("CONFIG_KV_PRUNE");
+  const std::vector<bool> prune_layers =
+      prune ? config::parse_layer_list(cfg.get_string("CONFIG_KV_PRUNE_LAYERS"), c.n_layer,
+                                       "CONFIG_KV_PRUNE_LAYERS")
+            : std::vector<bool>(c.n_layer, false);
+  auto& kv = c.pruned_kv;
+  kv.mode = nn::parse_prune_mode(cfg.get_string("CONFIG_KV_PRUNE_MODE"));
+  kv.keep_ratio = cfg.get_float("CONFIG_KV_KEEP_RATIO");
+  kv.k_min = cfg.get_int("CONFIG_KV_K_MIN");
+  kv.fixed_k_keep = cfg.get_int("CONFIG_KV_K_KEEP");
+  // The reference's legacy mode kept a fixed 391 keys.
+  if (kv.mode == nn::PruneMode::kLegacy && kv.fixed_k_keep == 0) kv.fixed_k_keep = 391;
+  kv.recency = cfg.get_int("CONFIG_KV_RECENCY");
+  kv.exposure_correction = cfg.get_bool("CONFIG_KV_EXPOSURE_CORRECT");
+  kv.interval = cfg.get_int("CONFIG_KV_PRUNE_INTERVAL");
+  kv.ema_momentum = cfg.get_float("CONFIG_KV_EMA_MOMENTUM");
+  kv.use_sampling = cfg.get_bool("CONFIG_RA_USE_SAMPLING");
+  kv.sampling_threshold = cfg.get_int("CONFIG_RA_SAMPLING_THRESHOLD");
+  kv.sample_fraction = cfg.get_float("CONFIG_KV_SAMPLE_FRACTION");
+  kv.seed = static_cast<uint64_t>(cfg.get_int("CONFIG_SEED"));
+
   for (int64_t layer = 0; layer < c.n_layer; ++layer) {
-    c.attention.push_back(ra_layers[layer] ? AttentionKind::kReciprocal : AttentionKind::kPlain);
+    if (ra_layers[layer] && prune_layers[layer]) {
+      throw ConfigError("layer " + std::to_string(layer) +
+                        " is listed in both CONFIG_RA_LAYERS and CONFIG_KV_PRUNE_LAYERS (a layer has one "
+                        "attention kind: set CONFIG_RA=n or narrow one of the lists)");
+    }
+    c.attention.push_back(ra_layers[layer]      ? AttentionKind::kReciprocal
+                          : prune_layers[layer] ? AttentionKind::kPrunedKV
+                                                : AttentionKind::kPlain);
     c.mlp.push_back(rmlp_layers[layer] ? MLPKind::kReciprocal : MLPKind::kPlain);
   }
   return c;

@@ -26,8 +26,7 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
 torch::Tensor CausalSelfAttentionImpl::forward_cached(const torch::Tensor& x, LayerKVCache& cache) {
   const auto qkv = c_attn(x).split(options_.n_embd, -1);
   cache.append(ops::split_heads(qkv[1], options_.n_head), ops::split_heads(qkv[2], options_.n_head));
-  const torch::Tensor out = ops::cached_causal_attention(ops::split_heads(qkv[0], options_.n_head),
-                                                         cache.keys(), cache.values());
+  const torch::Tensor out = cache.attend(ops::split_heads(qkv[0], options_.n_head));
   return c_proj(ops::merge_heads(out));
 }
 

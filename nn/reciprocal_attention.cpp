@@ -97,8 +97,7 @@ torch::Tensor ReciprocalAttentionImpl::forward(const torch::Tensor& x) {
 torch::Tensor ReciprocalAttentionImpl::forward_cached(const torch::Tensor& x, LayerKVCache& cache) {
   const auto [q, k, v] = gated_qkv(x);
   cache.append(k, v);
-  const torch::Tensor out =
-      apply_self_restart(ops::cached_causal_attention(q, cache.keys(), cache.values()), v);
+  const torch::Tensor out = apply_self_restart(cache.attend(q), v);
   return c_proj(ops::merge_heads(out));
 }
 

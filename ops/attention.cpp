@@ -40,7 +40,8 @@ torch::Tensor materialised_attention(const torch::Tensor& q, const torch::Tensor
 }  // namespace
 
 torch::Tensor split_heads(const torch::Tensor& x, int64_t n_head) {
-  TORCH_CHECK(x.dim() == 3 && x.size(2) % n_head == 0, "split_heads expects [B, T, C] with C ",
+  TORCH_CHECK(x.dim() == 3 && n_head > 0 && x.size(2) % n_head == 0,
+              "split_heads expects [B, T, C] with C ",
               "divisible by ", n_head, ", got ", x.sizes());
   return x.view({x.size(0), x.size(1), n_head, x.size(2) / n_head}).transpose(1, 2);
 }
@@ -70,6 +71,33 @@ torch::Tensor cached_causal_attention(const torch::Tensor& q, const torch::Tenso
   TORCH_CHECK(k.size(2) >= q.size(2), "cached_causal_attention: ", q.size(2),
               " queries but only ", k.size(2), " cached keys");
   return materialised_attention(q, k, v, k.size(2) - q.size(2), 0.0);
+}
+
+torch::Tensor masked_attention(const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v, const torch::Tensor& visible) {
+  check_qkv(q, k, v, "masked_attention");
+  TORCH_CHECK(visible.scalar_type() == torch::kBool, "masked_attention: the visibility mask must be ",
+              "bool, got ", visible.scalar_type());
+  TORCH_CHECK(visible.dim() >= 2 && visible.size(-2) == q.size(2) && visible.size(-1) == k.size(2),
+              "masked_attention: mask ", visible.sizes(), " does not cover ", q.size(2), " queries x ",
+              k.size(2), " keys");
+  // A query that sees nothing would make softmax 0/0: let it see key 0, then zero its output, so
+  // that neither the output nor the gradients carry NaN.
+  const torch::Tensor sees_any = visible.any(-1, /*keepdim=*/true);
+  torch::Tensor mask = visible;
+  if (!sees_any.all().item<bool>()) {
+    mask = visible.logical_or(
+        torch::logical_not(sees_any).logical_and(torch::arange(k.size(2), visible.options().dtype(torch::kInt64)) == 0));
+  }
+#if TORCH_VERSION_MAJOR >= 2
+  torch::Tensor out = at::scaled_dot_product_attention(q, k, v, mask);
+#else
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) * scale;
+  scores = scores.masked_fill(torch::logical_not(mask), -std::numeric_limits<double>::infinity());
+  torch::Tensor out = torch::matmul(torch::softmax(scores, -1), v);
+#endif
+  return out * sees_any.to(out.scalar_type());
 }
 
 }  // namespace rakv::ops

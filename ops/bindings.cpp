@@ -3,7 +3,21 @@
 // can call torch.ops.rakv.<name> after torch.ops.load_library("librakv.so").
 #include <torch/library.h>
 
+#include <string>
+
 #include "rakv/ops.h"
+
+namespace {
+
+// kv_select with schema types: the top-k method by name, the seed as int.
+torch::Tensor kv_select_by_name(const torch::Tensor& importance, int64_t k_keep, int64_t recency,
+                                c10::string_view method, double sample_fraction, int64_t seed) {
+  return rakv::ops::kv_select(importance, k_keep, recency,
+                              rakv::ops::parse_topk_method(std::string(method)), sample_fraction,
+                              static_cast<uint64_t>(seed));
+}
+
+}  // namespace
 
 TORCH_LIBRARY(rakv, m) {
   m.def(
@@ -17,6 +31,23 @@ TORCH_LIBRARY(rakv, m) {
       "int reciprocal_rank) -> Tensor");
   m.def("causal_attention(Tensor q, Tensor k, Tensor v, float dropout_p) -> Tensor");
   m.def("cached_causal_attention(Tensor q, Tensor k, Tensor v) -> Tensor");
+  m.def("monotone_spline(Tensor x, Tensor knots, Tensor values) -> Tensor");
+  m.def("monotone_spline_inverse(Tensor y, Tensor knots, Tensor values) -> Tensor");
+  m.def(
+      "monotone_spline_knot_values(Tensor knots, Tensor delta, Tensor scale_raw, Tensor shift) "
+      "-> Tensor");
+  m.def("monotone_spline_eval(Tensor input, Tensor knots, Tensor values, bool inverse) -> Tensor");
+  m.def(
+      "monotone_spline_backward(Tensor grad_output, Tensor input, Tensor knots, Tensor values, "
+      "bool inverse) -> (Tensor, Tensor)");
+  m.def(
+      "kv_importance(Tensor q, Tensor k, bool exposure_correction, int window, float scale) "
+      "-> Tensor");
+  m.def(
+      "kv_select(Tensor importance, int k_keep, int recency, str method, float sample_fraction, "
+      "int seed) -> Tensor");
+  // No tensor argument to dispatch on: one kernel for every backend.
+  m.def("kv_keep_count(int T, float keep_ratio, int k_min) -> int", &rakv::ops::kv_keep_count);
 }
 
 // Ops written with differentiable LibTorch calls: autograd comes from their composition.
@@ -26,4 +57,17 @@ TORCH_LIBRARY_IMPL(rakv, CompositeImplicitAutograd, m) {
   m.impl("repack_reciprocal_qkv", &rakv::ops::repack_reciprocal_qkv);
   m.impl("causal_attention", &rakv::ops::causal_attention);
   m.impl("cached_causal_attention", &rakv::ops::cached_causal_attention);
+  m.impl("monotone_spline_knot_values", &rakv::ops::monotone_spline_knot_values);
+  // Autograd through a torch::autograd::Function whose forward and backward call the CPU
+  // kernels below.
+  m.impl("monotone_spline", &rakv::ops::monotone_spline);
+  m.impl("monotone_spline_inverse", &rakv::ops::monotone_spline_inverse);
+}
+
+// CPU kernels (kernels/cpu) without autograd.
+TORCH_LIBRARY_IMPL(rakv, CPU, m) {
+  m.impl("monotone_spline_eval", &rakv::ops::monotone_spline_eval);
+  m.impl("monotone_spline_backward", &rakv::ops::monotone_spline_backward);
+  m.impl("kv_importance", &rakv::ops::kv_importance);
+  m.impl("kv_select", &kv_select_by_name);
 }

@@ -50,6 +50,10 @@ torch::Tensor fold_reciprocal_gates(const torch::Tensor& c_attn_weight, const to
   TORCH_CHECK(c_attn_weight.dim() == 2 && c_attn_weight.size(0) == 3 * c_attn_weight.size(1),
               "fold_reciprocal_gates expects the fused projection weight [3C, C], got ",
               c_attn_weight.sizes());
+  // An integer weight would truncate the gate scales to 0 or 1 without a word.
+  TORCH_CHECK(c_attn_weight.is_floating_point(),
+              "fold_reciprocal_gates expects a floating-point weight, got ",
+              c_attn_weight.scalar_type());
   const int64_t n_embd = c_attn_weight.size(1);
   TORCH_CHECK(n_head > 0 && n_embd % n_head == 0, "n_embd ", n_embd,
               " is not divisible by n_head ", n_head);

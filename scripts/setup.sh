@@ -12,6 +12,8 @@ packages=(
   fortunes              # packaged English text: the default training corpus
   gnuplot-nox           # PNG plots for `rakv audit` and `rakv eval`
 )
+# `make fuzz`: clang with libFuzzer and its sanitizer runtimes (FuzzedDataProvider.h included).
+# `make test-sanitize` needs nothing more: GCC's libasan and libubsan come with build-essential.
 [[ "${RAKV_SETUP_SANITIZE:-0}" == 1 ]] && packages+=(clang libclang-rt-14-dev)
 
 missing=()

@@ -1,31 +1,15 @@
 // The rakv CLI: help for every subcommand, and bad input giving one readable error line and a
 // non-zero exit, without leaving partial output behind.
 #include <filesystem>
-#include <sstream>
 
 #include "rakv/io/atomic_file.h"
 #include "test_helpers.h"
 
 namespace {
 
+using rakv::testing::expect_clean_failure;
 using rakv::testing::run_cli;
 using rakv::testing::TempDir;
-
-int non_empty_lines(const std::string& text) {
-  std::istringstream in(text);
-  std::string line;
-  int count = 0;
-  while (std::getline(in, line)) count += !line.empty();
-  return count;
-}
-
-// Exit code 1 or 2, exactly one line on stderr starting "rakv: error:" and containing `needle`.
-void expect_clean_failure(const rakv::testing::CommandResult& result, const std::string& needle) {
-  EXPECT_TRUE(result.exit_code == 1 || result.exit_code == 2) << "exit code " << result.exit_code;
-  EXPECT_EQ(non_empty_lines(result.err), 1) << result.err;
-  EXPECT_EQ(result.err.rfind("rakv: error: ", 0), 0u) << result.err;
-  EXPECT_NE(result.err.find(needle), std::string::npos) << result.err;
-}
 
 TEST(Cli, HelpListsEverySubcommand) {
   const auto help = run_cli("--help");

@@ -32,6 +32,17 @@ CommandResult run_cli(const std::string& args) {
   return result;
 }
 
+void expect_clean_failure(const CommandResult& result, const std::string& needle) {
+  EXPECT_TRUE(result.exit_code == 1 || result.exit_code == 2) << "exit code " << result.exit_code;
+  std::istringstream lines(result.err);
+  std::string line;
+  int non_empty = 0;
+  while (std::getline(lines, line)) non_empty += !line.empty();
+  EXPECT_EQ(non_empty, 1) << result.err;
+  EXPECT_EQ(result.err.rfind("rakv: error: ", 0), 0u) << result.err;
+  EXPECT_NE(result.err.find(needle), std::string::npos) << result.err;
+}
+
 TempDir::TempDir() {
   static std::atomic<int> counter{0};
   path_ = (std::filesystem::temp_directory_path() /

@@ -57,6 +57,10 @@ struct CommandResult {
 // Runs the rakv CLI with `args` (a shell-quoted string), capturing stdout and stderr.
 CommandResult run_cli(const std::string& args);
 
+// Expects a failure as the user must see it: exit code 1 or 2, exactly one non-empty line on
+// stderr, starting "rakv: error: " and containing `needle`.
+void expect_clean_failure(const CommandResult& result, const std::string& needle);
+
 // A fresh empty directory under the system temp dir, removed by the destructor.
 class TempDir {
  public:

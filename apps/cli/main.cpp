@@ -6,7 +6,16 @@
 #include "commands.h"
 #include "rakv/util/runtime.h"
 
+namespace rakv::cli {
+std::string& invocation() {
+  static std::string text;
+  return text;
+}
+}  // namespace rakv::cli
+
 int main(int argc, char** argv) {
+  rakv::cli::invocation() = "rakv";
+  for (int i = 1; i < argc; ++i) rakv::cli::invocation() += std::string(" ") + argv[i];
   CLI::App app{"rakv " RAKV_VERSION
                ": Reciprocal Attention, R-MLP, KV-cache pruning and KVSplice on LibTorch"};
   app.require_subcommand(1);
@@ -16,6 +25,10 @@ int main(int argc, char** argv) {
   rakv::cli::add_train_command(app, run);
   rakv::cli::add_generate_command(app, run);
   rakv::cli::add_config_command(app, run);
+  rakv::cli::add_topk_command(app, run);
+  rakv::cli::add_audit_command(app, run);
+  rakv::cli::add_calibrate_command(app, run);
+  rakv::cli::add_eval_command(app, run);
   // CLI11 reports a misspelt subcommand only as "a subcommand is required": name it instead.
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;

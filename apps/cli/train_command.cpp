@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "rakv/apps/train.h"
+#include "validators.h"
 
 namespace rakv::cli {
 namespace {
@@ -61,7 +62,7 @@ void add_train_command(CLI::App& app, Action& run) {
   cmd->add_flag("--resume", args->resume, "Continue from OUT/checkpoint.safetensors");
   cmd->add_option("--stop-after", args->stop_after,
                   "Stop after this many steps in total (the schedule still runs to CONFIG_MAX_ITERS)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_flag("--sample", args->sample, "Print a generated sample after training");
   cmd->callback([&run, args] { run = [args] { return run_training(*args); }; });
 }

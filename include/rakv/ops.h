@@ -9,6 +9,8 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <string>
+#include <tuple>
 
 namespace rakv::ops {
 
@@ -56,5 +58,105 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
 // position Tk - Tq + i and sees keys 0 .. Tk - Tq + i. q: [B, H, Tq, D], k, v: [B, H, Tk, D].
 torch::Tensor cached_causal_attention(const torch::Tensor& q, const torch::Tensor& k,
                                       const torch::Tensor& v);
+
+// Attention with an explicit visibility mask: out_i = softmax over the keys j with
+// visible[..., i, j] of q_i.k_j / sqrt(D), times v. q: [B, H, Tq, D], k, v: [B, H, Tk, D],
+// visible: bool broadcastable to [B, H, Tq, Tk]. A query that sees no key outputs zeros.
+torch::Tensor masked_attention(const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v, const torch::Tensor& visible);
+
+// Column attention mass per chunk of `chunk` consecutive queries: mass[b, h, c, j] = sum over
+// the queries i of chunk c (i >= j) of P[i, j], with P the causal softmax of q k^T / sqrt(D).
+// q, k: [B, H, T, D] floating; returns [B, H, ceil(T / chunk), T], float64 for float64 input and
+// float32 otherwise. Works chunk by
+// chunk: memory O(B H chunk T), never B H T^2.
+torch::Tensor kv_chunk_column_mass(const torch::Tensor& q, const torch::Tensor& k, int64_t chunk);
+
+// ---------------------------------------------------------------------------------------------
+// KVSplice monotone splines (SPEC §4)
+// ---------------------------------------------------------------------------------------------
+// Vocabulary: N rows, D features (head dim), K knots per feature (K >= 2). A spline is given by
+// its knots [D, K] (inputs) and knot values [D, K] (outputs), both finite and strictly increasing
+// along K, float32 or float64 on the CPU: feature d is interpolated linearly between the points
+// (knots[d, j], values[d, j]) and extended linearly by the first and last segments outside the
+// knot range, so it is strictly increasing and invertible. Inputs with NaN or Inf are an error.
+
+// y = g(x). x: [..., D] with the tables' dtype; returns [..., D]. Differentiable in x and values
+// (not in knots).
+torch::Tensor monotone_spline(const torch::Tensor& x, const torch::Tensor& knots,
+                              const torch::Tensor& values);
+
+// x = g^-1(y): the spline with knots and values swapped. y: [..., D]; returns [..., D].
+// Differentiable in y and values (not in knots).
+torch::Tensor monotone_spline_inverse(const torch::Tensor& y, const torch::Tensor& knots,
+                                      const torch::Tensor& values);
+
+// KVSplice's knot values from its parameters: slopes softplus(delta) + 1e-4 per segment,
+// normalised so that their width-weighted mean is 1; outputs knots[:, 0] plus the cumulative sums
+// of width * slope (so they span the knots' range); then times scale = softplus(scale_raw) + 1e-3
+// plus shift. knots: [D, K], delta: [D, K - 1], scale_raw, shift: [D], one floating dtype.
+// Returns [D, K]; differentiable in delta, scale_raw and shift. Constant delta, scale_raw =
+// log(exp(1 - 1e-3) - 1) and shift = 0 give the identity.
+torch::Tensor monotone_spline_knot_values(const torch::Tensor& knots, const torch::Tensor& delta,
+                                          const torch::Tensor& scale_raw,
+                                          const torch::Tensor& shift);
+
+// The kernels without autograd: g(input) (inverse = false) or g^-1(input), input [..., D] ->
+// [..., D]; and their backward for grad_output [..., D]: (grad_input [..., D], grad_values
+// [D, K]) in the tables' dtype.
+torch::Tensor monotone_spline_eval(const torch::Tensor& input, const torch::Tensor& knots,
+                                   const torch::Tensor& values, bool inverse);
+std::tuple<torch::Tensor, torch::Tensor> monotone_spline_backward(const torch::Tensor& grad_output,
+                                                                  const torch::Tensor& input,
+                                                                  const torch::Tensor& knots,
+                                                                  const torch::Tensor& values,
+                                                                  bool inverse);
+
+// ---------------------------------------------------------------------------------------------
+// KV pruning: key importance and top-k selection (SPEC §3)
+// ---------------------------------------------------------------------------------------------
+
+// Attention-mass importance of every key, without materialising the T x T matrix: the causal
+// scores of one tile of queries at a time go to an O(T) scratch row that yields each row's
+// log-sum-exp and then its column mass exp(s - lse) (kernels/cpu/kv_importance.cpp).
+// q, k: [B, H, T, D], same shape and dtype, any strides (a last dim that is not contiguous is
+// copied); float32 or float64 on the CPU (CUDA builds: ops/cuda/cuda_ops.h). NaN is an error. P = causal softmax(q k^T * scale), scale = 1 / sqrt(D) when
+// scale <= 0. window = 0: all T queries count; window = w > 0: only the last min(w, T) do
+// (SnapKV-style). importance[b, h, j] = sum over counted queries i >= j of P[i, j], divided by
+//   exposure_correction ? the number of counted queries that see j (min(T - j, w))
+//                       : the number of counted queries (T or min(w, T)).
+// Returns [B, H, T] in the input dtype; not differentiable. Memory O(B H T + threads T).
+torch::Tensor kv_importance(const torch::Tensor& q, const torch::Tensor& k,
+                            bool exposure_correction, int64_t window, double scale);
+
+// k_keep = min(T, max(k_min, floor(T * keep_ratio))). Requires T >= 1, keep_ratio in (0, 1],
+// k_min >= 1.
+int64_t kv_keep_count(int64_t T, double keep_ratio, int64_t k_min);
+
+enum class TopkMethod { kExact, kSampling, kAuditSampling };
+// "exact" | "sampling" | "audit_sampling"; anything else is an error naming the choices.
+TopkMethod parse_topk_method(const std::string& name);
+std::string to_string(TopkMethod method);
+
+// Positions to keep per (b, h) row of importance [B, H, T] (any strides; float32 or float64 on
+// the CPU, CUDA builds: ops/cuda/cuda_ops.h). Returns int64 [B, H, n], each row ascending, where n = k_keep for exact and
+// sampling and n = max(1, floor(k_keep * sample_size / T)) for audit_sampling (the audit's
+// defect, reproduced on purpose; its rows may repeat a position).
+// - exact: the k_keep most important positions, ties to the lower index (radix select, O(T)).
+// - sampling: threshold estimated from a sample, then exactly k_keep (see kernels/kv_select.h);
+//   may differ from exact, its recall is measured.
+// - audit_sampling: the audit's code as written; ignores recency.
+// recency: the last min(recency, k_keep) positions are always kept when T > recency (exact and
+// sampling). sample_fraction (sampling methods, in (0, 1]): sample_size = max(64,
+// floor(T * sample_fraction)) capped at T. seed makes the sampling methods deterministic.
+// Errors: k_keep outside [1, T], recency < 0, NaN in importance ("importance contains NaN at
+// [b, h, j]"), bad dims, dtype or device.
+torch::Tensor kv_select(const torch::Tensor& importance, int64_t k_keep, int64_t recency,
+                        TopkMethod method, double sample_fraction, uint64_t seed);
+
+// Threads the KV pruning CPU kernels use: OMP_NUM_THREADS when set, else every core. Not
+// at::get_num_threads(): training sets that to 1 so that OpenBLAS owns the cores, while these
+// kernels run between the GEMMs.
+int kv_kernel_threads();
 
 }  // namespace rakv::ops

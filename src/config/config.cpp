@@ -1,6 +1,7 @@
 // `.config` parsing, validation and printing, and generation of the Kconfig file.
 #include "rakv/config.h"
 
+#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <fstream>
@@ -54,6 +55,45 @@ std::string quote(const std::string& value) {
   return out + "\"";
 }
 
+// Strings end up in checkpoint metadata (JSON, which must be UTF-8) and in one `.config` line.
+bool is_valid_utf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto lead = static_cast<unsigned char>(s[i]);
+    if (lead < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t extra = 0;
+    uint32_t code = 0;
+    if ((lead & 0xe0) == 0xc0) {
+      extra = 1;
+      code = lead & 0x1f;
+    } else if ((lead & 0xf0) == 0xe0) {
+      extra = 2;
+      code = lead & 0x0f;
+    } else if ((lead & 0xf8) == 0xf0) {
+      extra = 3;
+      code = lead & 0x07;
+    } else {
+      return false;
+    }
+    if (i + extra >= s.size()) return false;
+    for (size_t k = 1; k <= extra; ++k) {
+      const auto next = static_cast<unsigned char>(s[i + k]);
+      if ((next & 0xc0) != 0x80) return false;
+      code = (code << 6) | (next & 0x3f);
+    }
+    // Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not UTF-8.
+    constexpr uint32_t kSmallest[] = {0, 0x80, 0x800, 0x10000};
+    if (code < kSmallest[extra] || (code >= 0xd800 && code <= 0xdfff) || code > 0x10ffff) {
+      return false;
+    }
+    i += extra + 1;
+  }
+  return true;
+}
+
 std::string format_bound(double v) {
   std::ostringstream out;
   out << v;
@@ -85,9 +125,14 @@ std::string canonical_value(const OptionSpec& spec, std::string_view value,
     case OptionType::kFloat: {
       const std::string text(value);
       char* end = nullptr;
+      errno = 0;
       const double parsed = std::strtod(text.c_str(), &end);
       if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(parsed)) {
         throw ConfigError(where + " must be a finite number, got '" + text + "'");
+      }
+      if (errno == ERANGE) {  // underflow: get_float's std::stod would throw on this text
+        throw ConfigError(where + " must be a finite number, got '" + text +
+                          "' (beyond the precision of a double)");
       }
       if (spec.range && (parsed < spec.range->first || parsed > spec.range->second)) {
         throw ConfigError(where + " must be in [" + format_bound(spec.range->first) + ", " +
@@ -96,6 +141,10 @@ std::string canonical_value(const OptionSpec& spec, std::string_view value,
       return text;
     }
     case OptionType::kString:
+      if (value.find('\n') != std::string_view::npos) {
+        throw ConfigError(where + " must be a single line (it contains a newline)");
+      }
+      if (!is_valid_utf8(value)) throw ConfigError(where + " must be valid UTF-8 text");
       return std::string(value);
     case OptionType::kChoice: {
       for (const auto& choice : spec.choices) {

@@ -143,6 +143,88 @@ std::vector<OptionSpec> build_registry() {
                    {"literal", "fused"}),
       "CONFIG_RMLP"));
 
+  const std::string kv = "KV pruning (PrunedKVAttention)";
+  r.push_back(option("CONFIG_KV_PRUNE", T::kBool, "n", kv, "PrunedKV attention",
+                     "Use PrunedKVAttention in the layers listed by CONFIG_KV_PRUNE_LAYERS: each query "
+                     "sees a budget of the earlier keys, chosen by attention mass, plus a recency "
+                     "window. Causal: the keys a query sees are chosen from the queries before it "
+                     "only (re-selected every CONFIG_KV_PRUNE_INTERVAL tokens)."));
+  r.push_back(depends(option("CONFIG_KV_PRUNE_LAYERS", T::kString, "all", kv, "PrunedKV layers",
+                             "\"all\", \"none\" or a comma-separated list of layer indices that use "
+                             "PrunedKV attention (they must not also be RA layers)."),
+                      "CONFIG_KV_PRUNE"));
+  r.push_back(depends(
+      with_choices(option("CONFIG_KV_PRUNE_MODE", T::kChoice, "v_only", kv, "Pruning mode",
+                          "v_only: softmax over every earlier key, values of the kept keys only; "
+                          "kv_scores_reuse: softmax over the kept keys, reusing the scores; legacy: "
+                          "the same by gathering the kept K/V and recomputing the scores (keeps a "
+                          "fixed CONFIG_KV_K_KEEP, 391 when 0, as the reference did)."),
+                   {"v_only", "kv_scores_reuse", "legacy"}),
+      "CONFIG_KV_PRUNE"));
+  r.push_back(depends(with_range(option("CONFIG_KV_KEEP_RATIO", T::kFloat, "0.381966", kv, "Keep ratio",
+                                        "Fraction of the earlier keys kept: k_keep = min(s, max(k_min, "
+                                        "floor(s * ratio))); default 1 / (1 + golden ratio)."),
+                                 1e-6, 1.0),
+                      "CONFIG_KV_PRUNE"));
+  r.push_back(with_range(option("CONFIG_KV_K_MIN", T::kInt, "64", kv, "Minimum keys kept",
+                               "k_min of the keep-count formula (pruned layers and the generation cache's eviction)."),
+                        1, 1e9));
+  r.push_back(depends(with_range(option("CONFIG_KV_K_KEEP", T::kInt, "0", kv, "Fixed keys kept",
+                                        "When > 0, keep this many keys instead of the ratio."),
+                                 0, 1e9),
+                      "CONFIG_KV_PRUNE"));
+  r.push_back(with_range(option("CONFIG_KV_RECENCY", T::kInt, "64", kv, "Recency window",
+                               "The most recent keys always kept (pruned layers and the generation cache)."),
+                        0, 1e9));
+  r.push_back(option("CONFIG_KV_EXPOSURE_CORRECT", T::kBool, "y", kv, "Exposure correction",
+                    "Divide a key's attention mass by the number of queries that could see "
+                    "it, instead of by all queries (older keys are not favoured)."));
+  r.push_back(with_range(option("CONFIG_KV_PRUNE_INTERVAL", T::kInt, "0", kv, "Re-selection interval",
+                               "Tokens between re-selections of the kept keys; 0 = automatic "
+                               "(max(recency, T / 32))."),
+                        0, 1e9));
+  r.push_back(depends(with_range(option("CONFIG_KV_EMA_MOMENTUM", T::kFloat, "0", kv, "Importance EMA",
+                                        "Momentum of a per-head positional importance profile blended "
+                                        "into the selection (0 disables; the reference used 0.9, "
+                                        "updated every 8 calls)."),
+                                 0.0, 0.999),
+                      "CONFIG_KV_PRUNE"));
+  r.push_back(depends(option("CONFIG_RA_USE_SAMPLING", T::kBool, "n", kv, "Sampled selection",
+                             "Above CONFIG_RA_SAMPLING_THRESHOLD keys, select with the corrected "
+                             "sampling method (exact count, approximate set) instead of exact "
+                             "selection. Exact selection is usually as fast."),
+                      "CONFIG_KV_PRUNE"));
+  r.push_back(depends(with_range(option("CONFIG_RA_SAMPLING_THRESHOLD", T::kInt, "4096", kv,
+                                        "Sampling threshold", "Prefix length above which sampling is used."),
+                                 1, 1e9),
+                      "CONFIG_KV_PRUNE"));
+  r.push_back(depends(with_range(option("CONFIG_KV_SAMPLE_FRACTION", T::kFloat, "0.02", kv, "Sample fraction",
+                                        "Fraction of the keys sampled (at least 64) to estimate the "
+                                        "selection threshold."),
+                                 1e-6, 1.0),
+                      "CONFIG_KV_PRUNE"));
+
+  const std::string cache = "Generation KV cache";
+  r.push_back(with_range(option("CONFIG_KV_BUDGET", T::kFloat, "1.0", cache, "KV cache budget",
+                                "Fraction of the tokens whose keys and values the generation cache "
+                                "keeps (evicting by attention mass, keeping the recency window; 1 "
+                                "keeps all). `rakv generate --kv-budget` overrides it."),
+                         1e-6, 1.0));
+  r.push_back(option("CONFIG_KVSPLICE", T::kBool, "n", cache, "KVSplice V compression",
+                     "Hold V in the generation cache compressed by a KVSplice (monotone spline + "
+                     "PCA) per layer, fitted on the model's V vectors of the training text after "
+                     "training (or given with --kvsplice)."));
+  r.push_back(depends(with_range(option("CONFIG_KVSPLICE_LATENT", T::kInt, "16", cache, "KVSplice latent size",
+                                        "Values kept per token and head instead of the head dim D."),
+                                 1, 65536),
+                      "CONFIG_KVSPLICE"));
+  r.push_back(with_range(option("CONFIG_KVSPLICE_KNOTS", T::kInt, "7", cache, "KVSplice knots",
+                                "Knots of each feature's monotone spline."),
+                         2, 1024));
+  r.push_back(with_range(option("CONFIG_KVSPLICE_EPOCHS", T::kInt, "8", cache, "KVSplice fit epochs",
+                                "Epochs of the spline fit (AdamW, lr 2e-3, weight decay 1e-4)."),
+                         0, 1e6));
+
   r.push_back(with_choices(option("CONFIG_DEVICE", T::kChoice, "cpu", train, "Device",
                                   "Where to train and generate: cpu or cuda (needs a build "
                                   "with -DRAKV_CUDA=ON)."),

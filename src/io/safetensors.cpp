@@ -2,7 +2,6 @@
 #include "rakv/io/safetensors.h"
 
 #include <cstring>
-#include <set>
 
 #include "rakv/io/atomic_file.h"
 
@@ -49,12 +48,8 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
                       const std::map<std::string, std::string>& metadata) {
   std::vector<StTensorEntry> entries;
   std::vector<torch::Tensor> contiguous;
-  std::set<std::string> names;
   uint64_t offset = 0;
   for (const auto& [name, tensor] : tensors) {
-    if (name == "__metadata__" || !names.insert(name).second) {
-      throw SafetensorsError("cannot save tensor '" + name + "': duplicate or reserved name");
-    }
     torch::Tensor cpu = tensor.detach().to(torch::kCPU).contiguous();
     StTensorEntry entry;
     entry.name = name;

@@ -69,6 +69,10 @@ StTensorEntry parse_entry(const std::string& name, const json& value, uint64_t d
     entry.shape.push_back(static_cast<int64_t>(d));
     overflow = overflow || __builtin_mul_overflow(numel, d, &numel);
   }
+  if (std::find(entry.shape.begin(), entry.shape.end(), 0) != entry.shape.end()) {
+    numel = 0;  // a zero dimension makes the tensor empty, whatever the other dimensions are
+    overflow = false;
+  }
   uint64_t nbytes = 0;
   overflow = overflow || __builtin_mul_overflow(numel, info->size, &nbytes);
 
@@ -158,7 +162,9 @@ StLayout parse_safetensors_layout(const uint8_t* bytes, size_t size, std::string
   }
 
   std::vector<const StTensorEntry*> by_offset;
-  for (const auto& t : layout.tensors) by_offset.push_back(&t);
+  for (const auto& t : layout.tensors) {
+    if (t.begin != t.end) by_offset.push_back(&t);  // an empty byte range overlaps nothing
+  }
   std::sort(by_offset.begin(), by_offset.end(),
             [](const StTensorEntry* a, const StTensorEntry* b) { return a->begin < b->begin; });
   for (size_t i = 1; i < by_offset.size(); ++i) {
@@ -175,11 +181,21 @@ std::string build_safetensors_header(const std::vector<StTensorEntry>& tensors,
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   for (const auto& t : tensors) {
+    if (t.name == "__metadata__" || header.contains(t.name)) {
+      throw SafetensorsError("cannot save tensor '" + t.name + "': duplicate or reserved name");
+    }
     header[t.name] = {{"dtype", dtype_name(t.dtype)},
                       {"shape", t.shape},
                       {"data_offsets", {t.begin, t.end}}};
   }
-  std::string text = header.dump();
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const json::type_error& e) {
+    throw SafetensorsError(
+        std::string("cannot save: tensor names and metadata must be valid UTF-8 (") + e.what() +
+        ")");
+  }
   text.append((8 - text.size() % 8) % 8, ' ');
   std::string out(8, '\0');
   uint64_t n = text.size();

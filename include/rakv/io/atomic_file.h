@@ -8,7 +8,8 @@
 namespace rakv::io {
 
 // Replaces `path` with `contents` atomically. Throws std::runtime_error naming the path and the
-// system error when any step fails; the temp file is removed on failure.
+// system error when any step fails; the temp file is removed on failure. After a successful write,
+// temp files of the same path left by writers that were killed are removed.
 void write_file_atomically(const std::string& path, std::string_view contents);
 
 // Reads a whole file; throws std::runtime_error naming the path when it cannot be read.

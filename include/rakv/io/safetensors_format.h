@@ -38,7 +38,7 @@ struct StTensorEntry {
 };
 
 struct StLayout {
-  std::vector<StTensorEntry> tensors;  // in header order
+  std::vector<StTensorEntry> tensors;  // sorted by name (the JSON object's order)
   std::map<std::string, std::string> metadata;
   uint64_t data_start = 0;  // byte offset of the data section in the file
 };
@@ -51,7 +51,9 @@ struct StLayout {
 StLayout parse_safetensors_layout(const uint8_t* bytes, size_t size, std::string_view source);
 
 // Serialises a header for `tensors` (their offsets must already be set) and `metadata`, including
-// the 8-byte length prefix and space padding to an 8-byte boundary.
+// the 8-byte length prefix and space padding to an 8-byte boundary. Throws SafetensorsError for a
+// duplicate tensor name, the reserved name "__metadata__", or a name or metadata string that is
+// not valid UTF-8 (JSON cannot hold it).
 std::string build_safetensors_header(const std::vector<StTensorEntry>& tensors,
                                      const std::map<std::string, std::string>& metadata);
 

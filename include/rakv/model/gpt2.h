@@ -13,12 +13,13 @@
 #include "rakv/config.h"
 #include "rakv/nn/attention_layer.h"
 #include "rakv/nn/mlp.h"
+#include "rakv/nn/pruned_kv_attention.h"
 #include "rakv/nn/reciprocal_attention.h"
 #include "rakv/nn/reciprocal_mlp.h"
 
 namespace rakv::model {
 
-enum class AttentionKind { kPlain, kReciprocal };
+enum class AttentionKind { kPlain, kReciprocal, kPrunedKV };
 enum class MLPKind { kPlain, kReciprocal };
 
 struct GPT2Config {
@@ -33,6 +34,7 @@ struct GPT2Config {
   std::vector<MLPKind> mlp;              // one per layer
   nn::ReciprocalAttentionOptions ra;     // n_embd, n_head, dropout are taken from above
   nn::ReciprocalMLPOptions rmlp;         // n_embd, expansion, dropout are taken from above
+  nn::PrunedKVAttentionOptions pruned_kv;  // n_embd, n_head, dropout are taken from above
 };
 
 // Builds and validates the model configuration from CONFIG_ options; throws config::ConfigError
@@ -43,7 +45,10 @@ GPT2Config gpt2_config_from(const config::Config& config);
 struct GenerationCache {
   std::vector<nn::LayerKVCache> layers;
   int64_t position = 0;  // tokens already processed
-  int64_t bytes() const;
+  int64_t bytes() const;       // held now (see LayerKVCache::bytes)
+  int64_t full_bytes() const;  // a plain cache of the same tokens
+  // Empties every layer, keeping its policy.
+  void reset();
 };
 
 class BlockImpl : public torch::nn::Module {
@@ -56,6 +61,7 @@ class BlockImpl : public torch::nn::Module {
   torch::nn::LayerNorm ln_2{nullptr};
   std::shared_ptr<nn::AttentionLayer> attn;
   nn::ReciprocalAttention ra{nullptr};  // set when attn is RA
+  nn::PrunedKVAttention pruned_kv{nullptr};  // set when attn is PrunedKV
   nn::MLP mlp{nullptr};
   nn::ReciprocalMLP rmlp{nullptr};
 
@@ -74,7 +80,9 @@ class GPT2Impl : public torch::nn::Module {
   torch::Tensor loss(const torch::Tensor& idx, const torch::Tensor& targets);
   // Logits of the tokens idx [B, T_new] that follow those already in `cache`.
   torch::Tensor forward_cached(const torch::Tensor& idx, GenerationCache& cache);
-  GenerationCache new_cache() const;
+  // One cache per layer; `policies` (one per layer, or empty for plain caches) sets eviction
+  // and KVSplice compression.
+  GenerationCache new_cache(const std::vector<nn::KVCachePolicy>& policies = {}) const;
 
   // Re-draws every weight: N(0, 0.02), residual projections N(0, 0.02 / sqrt(2 n_layer)),
   // LayerNorms (1, 0), gates and mixers at their defaults. Uses the global torch generator.
@@ -82,6 +90,7 @@ class GPT2Impl : public torch::nn::Module {
 
   std::vector<nn::ReciprocalAttention> reciprocal_attention_layers() const;
   std::vector<nn::ReciprocalMLP> reciprocal_mlp_layers() const;
+  std::vector<nn::PrunedKVAttention> pruned_kv_layers() const;
   // Parameters that get weight decay (matrices and embeddings) and those that do not (gates,
   // norms, self-restart, coupling).
   std::vector<torch::Tensor> decayed_parameters() const;

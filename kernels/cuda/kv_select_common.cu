@@ -1,0 +1,238 @@
+// Steps 2 (classify) and 4 (emit) of the multi-block selection pipeline (kv_select_common.cuh),
+// shared by the exact and the sampling methods, and the workspace size.
+#include "rakv/kernels/cuda/kv_select.h"
+
+#include <mutex>
+#include <type_traits>
+#include <vector>
+
+#include "kv_select_common.cuh"
+
+namespace rakv::kernels::cuda {
+namespace detail {
+
+// ------------------------------------------------------------------------------------------------
+// Kernels
+// ------------------------------------------------------------------------------------------------
+
+// One block per (row, chunk). Warp w covers the tile [chunk*kChunk + w*1024, +1024), lane l
+// position +j*32+l in step j: coalesced 128-byte loads (32 in flight per thread) whose ballots
+// are exactly the mask words; lane j keeps step j's words. About ten instructions per position:
+// 32-bit thresholds (kNoKey becomes 0xffffffff, which only a NaN key reaches, and a NaN row is
+// an error anyway), NaN found from the key range, counts from the per-lane words. Band entries
+// (a few percent) are then written by the lane that owns their word, reloading the value (an L1
+// hit), so that no key stays live in registers after the first loop.
+template <bool kSampling>
+__global__ void __launch_bounds__(kClassifyThreads)
+    classify_kernel(const float* __restrict__ importance, int64_t row_stride, int64_t E,
+                    SelectWorkspace ws, int32_t* __restrict__ row_status) {
+  wait_for_predecessor();
+  allow_dependents();
+  const int64_t row = blockIdx.x, chunk = blockIdx.y;
+  const uint32_t lane = lane_id(), warp = threadIdx.x >> 5;
+  const RowState& st = ws.state[row];
+  const uint32_t def32 = st.def_min >= kNoKey ? 0xffffffffu : static_cast<uint32_t>(st.def_min);
+  const uint32_t band32 = st.band_min >= kNoKey ? 0xffffffffu : static_cast<uint32_t>(st.band_min);
+  const uint32_t tau = st.tau;
+  const int64_t first = chunk * kChunk + warp * kTile;
+  const float* in = importance + row * row_stride + first;
+  const int64_t left = E - first;
+  const int valid_n = left >= kTile ? static_cast<int>(kTile) : (left > 0 ? static_cast<int>(left) : 0);
+
+  uint32_t def_word = 0, band_word = 0, hi_word = 0, kmin = 0xffffffffu, kmax = 0u;
+  auto scan = [&](auto full_tag) {
+    constexpr bool kFull = decltype(full_tag)::value;
+    float v[32];
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      const int idx = j * 32 + static_cast<int>(lane);
+      v[j] = (kFull || idx < valid_n) ? __ldg(in + idx) : 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      const bool valid = kFull || j * 32 + static_cast<int>(lane) < valid_n;
+      const uint32_t key = float_key(v[j]);
+      kmin = min(kmin, valid ? key : 0xffffffffu);
+      kmax = max(kmax, valid ? key : 0u);
+      const uint32_t d = __ballot_sync(0xffffffffu, valid && key >= def32);
+      const uint32_t b = __ballot_sync(0xffffffffu, valid && key >= band32) & ~d;
+      def_word = lane == static_cast<uint32_t>(j) ? d : def_word;
+      band_word = lane == static_cast<uint32_t>(j) ? b : band_word;
+      if constexpr (kSampling) {
+        const uint32_t h = __ballot_sync(0xffffffffu, key >= tau) & b;
+        hi_word = lane == static_cast<uint32_t>(j) ? h : hi_word;
+      }
+    }
+  };
+  if (valid_n == kTile)
+    scan(std::true_type{});
+  else
+    scan(std::false_type{});
+
+  ws.mask[row * ws.words_per_row + chunk * kWordsPerChunk + warp * 32 + lane] = def_word;
+  if (nan_in_key_range(kmin, kmax)) atomicOr(row_status + row, kRowStatusNaN);
+
+  const uint32_t def_count = warp_sum(static_cast<uint32_t>(__popc(def_word)));
+  const uint32_t my_band = static_cast<uint32_t>(__popc(band_word));
+  const uint32_t band_incl = warp_inclusive_scan(my_band);
+  const uint32_t band_count = __shfl_sync(0xffffffffu, band_incl, 31);
+  const uint32_t hi_count = kSampling ? warp_sum(static_cast<uint32_t>(__popc(hi_word))) : 0u;
+  __shared__ uint32_t s_band[kClassifyThreads / 32];
+  __shared__ uint32_t s_def[kClassifyThreads / 32], s_hi[kClassifyThreads / 32];
+  __shared__ uint32_t s_band_base;
+  if (lane == 0) {
+    s_band[warp] = band_count;
+    s_def[warp] = def_count;
+    s_hi[warp] = hi_count;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    uint32_t d = 0, b = 0, h = 0;
+    for (int w = 0; w < kClassifyThreads / 32; ++w) {
+      const uint32_t bw = s_band[w];
+      s_band[w] = b;  // exclusive offsets
+      b += bw;
+      d += s_def[w];
+      h += s_hi[w];
+    }
+    if (d) atomicAdd(&ws.state[row].def_count, d);
+    if (h) atomicAdd(&ws.state[row].band_hi_count, h);
+    s_band_base = b ? atomicAdd(&ws.state[row].band_count, b) : 0u;
+  }
+  __syncthreads();
+  if (band_word == 0) return;
+  unsigned long long* band = ws.band + row * ws.band_cap;
+  const uint64_t cap = static_cast<uint64_t>(ws.band_cap);
+  uint64_t slot = static_cast<uint64_t>(s_band_base) + s_band[warp] + (band_incl - my_band);
+  const float* word_in = in + lane * 32;
+  const uint32_t pos0 = static_cast<uint32_t>(first) + lane * 32;
+  for (uint32_t bits = band_word; bits != 0; bits &= bits - 1u, ++slot) {
+    const uint32_t bit = static_cast<uint32_t>(__ffs(bits)) - 1u;
+    const uint32_t key = float_key(__ldg(word_in + bit));
+    if (slot < cap) band[slot] = (static_cast<unsigned long long>(key) << 32) | (pos0 + bit);
+  }
+}
+
+// One block per (row, chunk), one warp per 1024-position tile, no block barrier: the warp loads
+// its 32 mask words and the tile's output offset together, scans the bit counts, gathers the
+// kept positions in order in shared memory (lane l writes bit l of each word in turn), then
+// copies them out as int64 with 16-byte stores, so every output sector is written whole, once.
+__global__ void __launch_bounds__(kEmitThreads)
+    emit_kernel(SelectWorkspace ws, int64_t E, int64_t need, int64_t recent,
+                int64_t* __restrict__ out, int64_t out_row_stride) {
+  wait_for_predecessor();
+  allow_dependents();
+  __shared__ __align__(16) uint16_t s_pos[kEmitThreads / 32][kTile];  // positions within the tile
+  const int64_t row = blockIdx.x, chunk = blockIdx.y;
+  const uint32_t lane = lane_id(), warp = threadIdx.x >> 5;
+  if (chunk == 0) {
+    int64_t* out_row = out + row * out_row_stride;
+    for (int64_t t = threadIdx.x; t < recent; t += kEmitThreads) out_row[need + t] = E + t;
+  }
+  const int64_t tile = chunk * kTilesPerChunk + warp;
+  if (tile * kTile >= E) return;  // warp-uniform; no block barrier below
+  const int64_t words = (E + 31) / 32;
+  const int64_t w = tile * 32 + lane;
+  const uint32_t word = w < words ? ws.mask[row * ws.words_per_row + w] : 0u;
+  const int64_t o0 = ws.tile_off[row * ws.tiles_per_row + tile];
+  const uint32_t count = static_cast<uint32_t>(__popc(word));
+  const uint32_t incl = warp_inclusive_scan(count);
+  const uint32_t before = incl - count;
+  const int64_t total = __shfl_sync(0xffffffffu, incl, 31);
+  uint16_t* sp = s_pos[warp];
+#pragma unroll 4
+  for (int j = 0; j < 32; ++j) {
+    const uint32_t wj = __shfl_sync(0xffffffffu, word, j);
+    const uint32_t bj = __shfl_sync(0xffffffffu, before, j);
+    if ((wj >> lane) & 1u) sp[bj + __popc(wj & lanemask_lt())] = static_cast<uint16_t>(j * 32 + lane);
+  }
+  __syncwarp();
+  int64_t n = total;
+  if (o0 + n > need) n = need > o0 ? need - o0 : 0;  // never past the row (trusted offsets)
+  int64_t* dst = out + row * out_row_stride + o0;
+  const int64_t base = tile * kTile;
+  const int head = (reinterpret_cast<uintptr_t>(dst) & 15u) ? 1 : 0;  // one int64 to reach 16 bytes
+  if (lane == 0 && head && n > 0) dst[0] = base + sp[0];
+  for (int64_t q = head + 2 * lane; q + 1 < n; q += 64) {
+    longlong2 v;
+    v.x = base + sp[q];
+    v.y = base + sp[q + 1];
+    *reinterpret_cast<longlong2*>(dst + q) = v;
+  }
+  if (lane == 0 && n > head && ((n - head) & 1)) dst[n - 1] = base + sp[n - 1];
+}
+
+// ------------------------------------------------------------------------------------------------
+// Launchers
+// ------------------------------------------------------------------------------------------------
+
+namespace {
+std::mutex g_attr_mutex;
+struct FuncLimit {
+  const void* func;
+  int device;
+  int bytes;
+};
+std::vector<FuncLimit> g_func_limits;
+int g_optin[64] = {};
+}  // namespace
+
+int device_smem_optin(int* bytes) {
+  int device = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e != cudaSuccess) return static_cast<int>(e);
+  std::lock_guard<std::mutex> lock(g_attr_mutex);
+  if (device < 0 || device >= 64) return static_cast<int>(cudaErrorInvalidDevice);
+  if (g_optin[device] == 0) {
+    e = cudaDeviceGetAttribute(&g_optin[device], cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    if (e != cudaSuccess) return static_cast<int>(e);
+  }
+  *bytes = g_optin[device];
+  return 0;
+}
+
+int ensure_dynamic_smem(const void* func, int bytes) {
+  if (bytes <= 48 * 1024) return 0;
+  int device = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e != cudaSuccess) return static_cast<int>(e);
+  std::lock_guard<std::mutex> lock(g_attr_mutex);
+  for (FuncLimit& f : g_func_limits)
+    if (f.func == func && f.device == device) {
+      if (f.bytes >= bytes) return 0;
+      e = cudaFuncSetAttribute(func, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+      if (e == cudaSuccess) f.bytes = bytes;
+      return static_cast<int>(e);
+    }
+  e = cudaFuncSetAttribute(func, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e == cudaSuccess) g_func_limits.push_back({func, device, bytes});
+  return static_cast<int>(e);
+}
+
+int launch_classify(const float* importance, int64_t row_stride, int64_t rows, int64_t E,
+                    const SelectWorkspace& ws, int32_t* row_status, bool sampling, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>((E + kChunk - 1) / kChunk));
+  if (sampling)
+    return launch_dependent(classify_kernel<true>, grid, dim3(kClassifyThreads), 0, stream, importance,
+                            row_stride, E, ws, row_status);
+  return launch_dependent(classify_kernel<false>, grid, dim3(kClassifyThreads), 0, stream, importance,
+                          row_stride, E, ws, row_status);
+}
+
+int launch_emit(const SelectWorkspace& ws, int64_t rows, int64_t E, int64_t need, int64_t recent,
+                int64_t* out, int64_t out_row_stride, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>((E + kChunk - 1) / kChunk));
+  return launch_dependent(emit_kernel, grid, dim3(kEmitThreads), 0, stream, ws, E, need, recent, out,
+                          out_row_stride);
+}
+
+}  // namespace detail
+
+size_t kv_select_workspace_bytes(int64_t rows, int64_t T) {
+  if (rows <= 0 || T <= 0) return 256;
+  int64_t bytes = 0;
+  detail::make_workspace(nullptr, rows, T, &bytes);
+  return static_cast<size_t>(bytes);
+}
+
+}  // namespace rakv::kernels::cuda
