@@ -29,14 +29,20 @@ const std::vector<std::pair<std::string, std::string>>& audit_csv_headers() {
 
 namespace {
 
-using Measure = FindingResult (*)(const AuditOptions&, const std::vector<int64_t>&, const audit::Tick&);
+using Measure = FindingResult (*)(const AuditOptions&, const std::vector<int64_t>&,
+                                  const audit::Tick&);
 
 Measure measure_for(const std::string& id) {
-  if (id == "gate") return audit::measure_gate_scaling;
-  if (id == "topk") return audit::measure_topk;
-  if (id == "concat") return audit::measure_concat;
-  if (id == "gather") return audit::measure_gather;
-  if (id == "importance") return audit::measure_importance;
+  if (id == "gate")
+    return audit::measure_gate_scaling;
+  if (id == "topk")
+    return audit::measure_topk;
+  if (id == "concat")
+    return audit::measure_concat;
+  if (id == "gather")
+    return audit::measure_gather;
+  if (id == "importance")
+    return audit::measure_importance;
   return audit::measure_attention;
 }
 
@@ -50,25 +56,32 @@ std::string today() {
 }  // namespace
 
 AuditSummary run_audit(const AuditOptions& options, std::ostream& log) {
-  if (options.out_dir.empty()) throw std::runtime_error("audit: an output directory is required (--out)");
+  if (options.out_dir.empty())
+    throw std::runtime_error("audit: an output directory is required (--out)");
   for (const auto& id : options.only) {
     bool known = false;
-    for (const auto& [name, header] : audit_csv_headers()) known = known || name == id;
+    for (const auto& [name, header] : audit_csv_headers())
+      known = known || name == id;
     if (!known) {
-      throw std::runtime_error("audit: unknown finding '" + id +
-                               "' in --only (expected gate, topk, concat, gather, importance, attention)");
+      throw std::runtime_error(
+          "audit: unknown finding '" + id +
+          "' in --only (expected gate, topk, concat, gather, importance, attention)");
     }
   }
   for (int64_t t : options.sizes) {
-    if (t < 1) throw std::runtime_error("audit: sizes must be >= 1, got " + std::to_string(t));
+    if (t < 1)
+      throw std::runtime_error("audit: sizes must be >= 1, got " + std::to_string(t));
   }
   if (options.device.is_cuda() && !torch::cuda::is_available()) {
-    throw std::runtime_error("audit: --device cuda but no CUDA device is usable (build with -DRAKV_CUDA=ON on a GPU machine)");
+    throw std::runtime_error(
+        "audit: --device cuda but no CUDA device is usable (build with -DRAKV_CUDA=ON on a GPU "
+        "machine)");
   }
   std::vector<audit::FindingPlan> plans;
   int64_t cells = 0;
   for (const auto& plan : audit::plan_findings(options)) {
-    if (!options.only.empty() && !options.only.count(plan.id)) continue;
+    if (!options.only.empty() && !options.only.count(plan.id))
+      continue;
     plans.push_back(plan);
     cells += static_cast<int64_t>(plan.sizes.size());
   }
@@ -83,9 +96,11 @@ AuditSummary run_audit(const AuditOptions& options, std::ostream& log) {
 
   std::ostringstream report;
   report << "# rakv audit (" << (options.device.is_cuda() ? "CUDA, fp16" : "CPU, fp32") << ")\n\n"
-         << "Re-measurement of `ra-optimization-audit.md` with B=" << options.batch << ", H=" << options.heads
-         << ", D=" << options.head_dim << ", R=" << options.reciprocal_rank << ". Each time is the median of "
-         << "repeated runs after a warm-up, on random inputs; every variant's correctness is checked.\n\n"
+         << "Re-measurement of `ra-optimization-audit.md` with B=" << options.batch
+         << ", H=" << options.heads << ", D=" << options.head_dim
+         << ", R=" << options.reciprocal_rank << ". Each time is the median of "
+         << "repeated runs after a warm-up, on random inputs; every variant's correctness is "
+            "checked.\n\n"
          << "- date: " << today() << "\n- command: `" << options.command_line << "`\n"
          << util::describe_machine(options.device) << "\n";
   AuditSummary summary;
@@ -96,27 +111,38 @@ AuditSummary run_audit(const AuditOptions& options, std::ostream& log) {
     const std::string csv_path = (fs::path(options.out_dir) / (plan.id + ".csv")).string();
     const std::string png_name = plan.id + ".png";
     io::write_file_atomically(csv_path, audit::finding_csv(finding));
-    audit::write_plot(finding, (fs::path(options.out_dir) / png_name).string());
     summary.files.push_back(csv_path);
-    summary.files.push_back((fs::path(options.out_dir) / png_name).string());
-    report << audit::finding_markdown(finding, png_name);
+    std::string plot = png_name;
+    try {
+      audit::write_plot(finding, (fs::path(options.out_dir) / png_name).string());
+      summary.files.push_back((fs::path(options.out_dir) / png_name).string());
+    } catch (const std::exception& e) {
+      // The measurements stand without their picture (e.g. a GPU machine without gnuplot).
+      log << "warning: " << e.what() << "\n";
+      finding.notes.push_back(std::string("plot not drawn: ") + e.what());
+      plot.clear();
+    }
+    report << audit::finding_markdown(finding, plot);
     verdicts << "- **" << finding.title << "**: " << finding.verdict << "\n";
-    for (const auto& failure : finding.failures) failures << "- " << finding.title << ": " << failure << "\n";
+    for (const auto& failure : finding.failures)
+      failures << "- " << finding.title << ": " << failure << "\n";
     summary.correctness_failures += static_cast<int>(finding.failures.size());
   }
   progress.finish(std::to_string(plans.size()) + " findings");
   std::ostringstream summary_text;
   summary_text << "## Summary\n\n" << verdicts.str() << "\n";
   if (summary.correctness_failures > 0) {
-    summary_text << "### Correctness failures (" << summary.correctness_failures << ")\n\n" << failures.str() << "\n";
+    summary_text << "### Correctness failures (" << summary.correctness_failures << ")\n\n"
+                 << failures.str() << "\n";
   }
   const std::string report_text = report.str() + summary_text.str();
   const std::string report_path = (fs::path(options.out_dir) / "report.md").string();
   io::write_file_atomically(report_path, report_text);
   summary.files.insert(summary.files.begin(), report_path);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  log << summary_text.str() << "wrote " << report_path << " and " << summary.files.size() - 1 << " CSV/PNG files in "
-      << util::format_duration(seconds) << "\n";
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  log << summary_text.str() << "wrote " << report_path << " and " << summary.files.size() - 1
+      << " CSV/PNG files in " << util::format_duration(seconds) << "\n";
   return summary;
 }
 

@@ -14,10 +14,12 @@
 #include "rakv/apps/generate.h"
 #include "rakv/apps/kv_compression.h"
 #include "rakv/apps/train.h"
+#include "rakv/apps/train_step.h"
 #include "rakv/data/text_corpus.h"
 #include "rakv/io/atomic_file.h"
 #include "rakv/model/checkpoint.h"
 #include "rakv/util/progress.h"
+#include "rakv/util/system_info.h"
 
 namespace rakv::apps {
 namespace fs = std::filesystem;
@@ -57,7 +59,8 @@ std::string format_rate(double tokens_per_second) {
 }
 
 torch::Device device_from(const config::Config& cfg) {
-  if (cfg.get_string("CONFIG_DEVICE") == "cpu") return torch::kCPU;
+  if (cfg.get_string("CONFIG_DEVICE") == "cpu")
+    return torch::kCPU;
   if (!torch::cuda::is_available()) {
     throw std::runtime_error(
         "CONFIG_DEVICE=cuda but no CUDA device is usable (this build or machine has no CUDA; "
@@ -85,7 +88,8 @@ ResumePoint read_resume_point(const TrainOptions& options) {
     throw std::runtime_error(point.path + ": holds only model weights, not a training state");
   }
   point.config = info.config;
-  for (const auto& assignment : options.config_overrides) point.config.apply_assignment(assignment);
+  for (const auto& assignment : options.config_overrides)
+    point.config.apply_assignment(assignment);
   point.step = info.step;
   point.tensors = std::move(file.tensors);
   return point;
@@ -114,15 +118,18 @@ void truncate_log(const std::string& path, int64_t step) {
 }  // namespace
 
 double learning_rate_at(int64_t step, int64_t warmup, int64_t total, double peak, double floor) {
-  if (warmup > 0 && step <= warmup) return peak * static_cast<double>(step) / static_cast<double>(warmup);
-  if (step >= total) return floor;
-  const double progress =
-      static_cast<double>(step - warmup) / static_cast<double>(std::max<int64_t>(1, total - warmup));
+  if (warmup > 0 && step <= warmup)
+    return peak * static_cast<double>(step) / static_cast<double>(warmup);
+  if (step >= total)
+    return floor;
+  const double progress = static_cast<double>(step - warmup) /
+                          static_cast<double>(std::max<int64_t>(1, total - warmup));
   return floor + 0.5 * (peak - floor) * (1.0 + std::cos(std::numbers::pi * progress));
 }
 
 TrainResult train(const TrainOptions& options, std::ostream& log) {
-  if (options.out_dir.empty()) throw std::runtime_error("train: an output directory is required (--out)");
+  if (options.out_dir.empty())
+    throw std::runtime_error("train: an output directory is required (--out)");
   // Everything that can be wrong with the inputs is checked before out_dir is touched.
   ResumePoint resume;
   config::Config cfg = options.config;
@@ -142,8 +149,8 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
   const int64_t eval_iters = cfg.get_int("CONFIG_EVAL_ITERS");
   const double peak_lr = cfg.get_float("CONFIG_LEARNING_RATE");
   const double min_lr = cfg.get_float("CONFIG_MIN_LR");
-  const double grad_clip = cfg.get_float("CONFIG_GRAD_CLIP");
-  const int64_t gate_warmup = cfg.get_bool("CONFIG_RA") ? cfg.get_int("CONFIG_RA_GATE_WARMUP_STEPS") : 0;
+  const int64_t gate_warmup =
+      cfg.get_bool("CONFIG_RA") ? cfg.get_int("CONFIG_RA_GATE_WARMUP_STEPS") : 0;
   if (model_config.vocab_size < 256) {
     throw config::ConfigError("CONFIG_VOCAB_SIZE (" + std::to_string(model_config.vocab_size) +
                               ") must be at least 256 for byte-level text");
@@ -152,47 +159,43 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
     throw std::runtime_error("--resume: the checkpoint is at step " + std::to_string(resume.step) +
                              ", past CONFIG_MAX_ITERS=" + std::to_string(max_iters));
   }
-  const data::TextCorpus corpus = data::load_corpus(cfg.get_string("CONFIG_DATA"), cfg.get_float("CONFIG_VAL_FRACTION"));
+  const data::TextCorpus corpus =
+      data::load_corpus(cfg.get_string("CONFIG_DATA"), cfg.get_float("CONFIG_VAL_FRACTION"));
   data::sample_batch(corpus.val, 1, block, 0);  // throws if the validation text is too short
   data::sample_batch(corpus.train, 1, block, 0);
   const int64_t last_step = std::min(max_iters, options.stop_after.value_or(max_iters));
   if (last_step <= resume.step) {
-    throw std::runtime_error("nothing to do: the run is already at step " + std::to_string(resume.step));
+    throw std::runtime_error("nothing to do: the run is already at step " +
+                             std::to_string(resume.step));
   }
 
   fs::create_directories(options.out_dir);
   const std::string model_path = (fs::path(options.out_dir) / "model.safetensors").string();
-  const std::string checkpoint_path = (fs::path(options.out_dir) / "checkpoint.safetensors").string();
+  const std::string checkpoint_path =
+      (fs::path(options.out_dir) / "checkpoint.safetensors").string();
   const std::string log_path = (fs::path(options.out_dir) / "log.csv").string();
   io::write_file_atomically((fs::path(options.out_dir) / "config").string(), cfg.to_text());
 
   // Small CPU models: LibTorch's OpenMP pool and OpenBLAS's threads fight over the cores
   // (measured 3.1k vs 7.0k tokens/s on 2 cores); let BLAS own them unless the user chose.
-  if (device.is_cpu() && std::getenv("OMP_NUM_THREADS") == nullptr) at::set_num_threads(1);
+  if (device.is_cpu() && std::getenv("OMP_NUM_THREADS") == nullptr)
+    at::set_num_threads(1);
 
   torch::manual_seed(seed);
   model::GPT2 gpt(model_config);
-  if (options.resume) model::load_module_state(*gpt, resume.tensors, resume.path, "model.");
+  if (options.resume)
+    model::load_module_state(*gpt, resume.tensors, resume.path, "model.");
   gpt->to(device);
   gpt->train();
 
-  const double weight_decay = cfg.get_float("CONFIG_WEIGHT_DECAY");
-  auto adamw_options = [&](double decay) {
-    return std::make_unique<torch::optim::AdamWOptions>(
-        torch::optim::AdamWOptions(peak_lr)
-            .betas({cfg.get_float("CONFIG_BETA1"), cfg.get_float("CONFIG_BETA2")})
-            .eps(1e-8)
-            .weight_decay(decay));
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(gpt->decayed_parameters(), adamw_options(weight_decay));
-  groups.emplace_back(gpt->undecayed_parameters(), adamw_options(0.0));
-  torch::optim::AdamW optimizer(std::move(groups), torch::optim::AdamWOptions(peak_lr));
-  if (options.resume) model::load_adamw_state(optimizer, *gpt, resume.tensors, resume.path);
+  StepRunner runner(gpt, cfg, peak_lr);
+  if (options.resume)
+    model::load_adamw_state(runner.optimizer(), *gpt, resume.tensors, resume.path);
 
   const bool gates_frozen_at_start = gate_warmup > 0 && resume.step < gate_warmup;
   if (gates_frozen_at_start) {
-    for (auto& layer : gpt->reciprocal_attention_layers()) layer->freeze_reciprocal_gates();
+    for (auto& layer : gpt->reciprocal_attention_layers())
+      layer->freeze_reciprocal_gates();
   }
 
   auto evaluate = [&]() {
@@ -213,102 +216,140 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
     io::write_file_atomically(log_path, std::string(kLogHeader) + "\n");
   }
   std::ofstream csv(log_path, std::ios::app);
-  if (!csv) throw std::runtime_error(log_path + ": cannot open for appending");
+  if (!csv)
+    throw std::runtime_error(log_path + ": cannot open for appending");
 
   int64_t parameters = 0;
-  for (const auto& p : gpt->parameters()) parameters += p.numel();
-  log << "rakv train: " << format_number(static_cast<double>(parameters) / 1e6, 3) << "M parameters, "
-      << model_config.n_layer << " layers (RA " << gpt->reciprocal_attention_layers().size() << ", R-MLP "
-      << gpt->reciprocal_mlp_layers().size() << "), T=" << block << ", batch " << batch << "x" << accum
-      << ", " << max_iters << " steps on " << device << "\n"
+  for (const auto& p : gpt->parameters())
+    parameters += p.numel();
+  log << "rakv train: " << format_number(static_cast<double>(parameters) / 1e6, 3)
+      << "M parameters, " << model_config.n_layer << " layers (RA "
+      << gpt->reciprocal_attention_layers().size() << ", R-MLP "
+      << gpt->reciprocal_mlp_layers().size() << "), T=" << block << ", batch " << batch << "x"
+      << accum << ", " << max_iters << " steps on " << device << "\n"
       << "data: " << corpus.description << "\n";
-  if (options.resume) log << "resuming from " << resume.path << " at step " << resume.step << "\n";
+  if (options.resume)
+    log << "resuming from " << resume.path << " at step " << resume.step << "\n";
 
   TrainResult result;
   result.first_step = resume.step;
   if (!options.resume) {
     result.initial_val_loss = evaluate();
-    csv << 0 << ",," << format_number(result.initial_val_loss, 8) << "," << 0 << ",\n" << std::flush;
+    csv << 0 << ",," << format_number(result.initial_val_loss, 8) << "," << 0 << ",\n"
+        << std::flush;
     log << "step 0: val loss " << format_number(result.initial_val_loss, 4) << "\n";
   }
 
-  std::vector<torch::Tensor> all_parameters = gpt->parameters();
   util::ProgressBar progress("train", last_step - resume.step, std::cerr, options.progress);
+  const double flops_per_token = training_flops_per_token(*gpt);
+  const double peak_flops = util::peak_bf16_flops(device);
   const auto start = std::chrono::steady_clock::now();
+  // Steps whose loss is still on the device: on CUDA it is read back every kFlushEvery steps
+  // (one synchronisation), on the CPU after every step.
+  const int64_t flush_every = device.is_cuda() ? 16 : 1;
+  struct PendingStep {
+    int64_t step;
+    torch::Tensor loss;
+    double lr;
+  };
+  std::vector<PendingStep> pending;
+  auto window_start = std::chrono::steady_clock::now();
+  int64_t window_tokens = 0;
   int64_t tokens_seen = 0;
   double train_loss = 0;
   double val_loss = std::nan("");
+  double last_rate = 0;
   int64_t last_checkpoint = resume.step;
   for (int64_t step = resume.step + 1; step <= last_step; ++step) {
-    const auto step_start = std::chrono::steady_clock::now();
     torch::manual_seed(batch_seed(seed, step, -1));  // dropout: a function of (seed, step) only
     const double lr = learning_rate_at(step, warmup, max_iters, peak_lr, min_lr);
-    for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
-    optimizer.zero_grad();
-    torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().device(device));
+    std::vector<torch::Tensor> inputs, targets;
     for (int64_t micro = 0; micro < accum; ++micro) {
       auto [x, y] = data::sample_batch(corpus.train, batch, block, batch_seed(seed, step, micro));
-      torch::Tensor loss = gpt->loss(x.to(device), y.to(device)) / static_cast<double>(accum);
-      loss.backward();
-      loss_sum += loss.detach();
+      inputs.push_back(x.to(device, /*non_blocking=*/true));
+      targets.push_back(y.to(device, /*non_blocking=*/true));
     }
-    if (grad_clip > 0) torch::nn::utils::clip_grad_norm_(all_parameters, grad_clip);
-    optimizer.step();
+    pending.push_back({step, runner.step(inputs, targets, lr), lr});
     if (gate_warmup > 0 && step == gate_warmup) {
-      for (auto& layer : gpt->reciprocal_attention_layers()) layer->unfreeze_reciprocal_gates();
-      log << (options.progress ? "\n" : "") << "step " << step << ": reciprocal gates activated (w_rec = 0.1)\n";
+      for (auto& layer : gpt->reciprocal_attention_layers())
+        layer->unfreeze_reciprocal_gates();
+      log << (options.progress ? "\n" : "") << "step " << step
+          << ": reciprocal gates activated (w_rec = 0.1)\n";
     }
-    // A non-finite loss stops the run before anything of this step is written.
-    auto check_finite = [&](double loss, const std::string& what) {
-      if (std::isfinite(loss)) return;
-      throw std::runtime_error("training diverged at step " + std::to_string(step) + " (" + what +
+    window_tokens += batch * block * accum;
+    tokens_seen += batch * block * accum;
+    const bool checkpoint_step = step % eval_interval == 0 || step == max_iters;
+    if (!checkpoint_step && static_cast<int64_t>(pending.size()) < flush_every && step != last_step)
+      continue;
+
+    // Read the pending losses back (the one synchronisation of the window).
+    std::vector<torch::Tensor> losses;
+    for (const auto& p : pending)
+      losses.push_back(p.loss);
+    const torch::Tensor host_losses = torch::stack(losses).to(torch::kCPU, torch::kFloat64);
+    const double window_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
+    last_rate = static_cast<double>(window_tokens) / window_seconds;
+    // A non-finite loss stops the run before anything of these steps is written.
+    auto check_finite = [&](double loss, int64_t at, const std::string& what) {
+      if (std::isfinite(loss))
+        return;
+      throw std::runtime_error("training diverged at step " + std::to_string(at) + " (" + what +
                                " is " + format_number(loss, 4) +
                                "); lower CONFIG_LEARNING_RATE or enable CONFIG_GRAD_CLIP");
     };
-    train_loss = loss_sum.item<double>();
-    check_finite(train_loss, "loss");
-    const double step_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
-    const double step_tokens = static_cast<double>(batch * block * accum);
-    tokens_seen += batch * block * accum;
-
+    for (size_t i = 0; i < pending.size(); ++i)
+      check_finite(host_losses[i].item<double>(), pending[i].step, "loss");
+    train_loss = host_losses[-1].item<double>();
     std::string val_field;
-    const bool checkpoint_step = step % eval_interval == 0 || step == max_iters;
     if (checkpoint_step) {
       val_loss = evaluate();
-      check_finite(val_loss, "validation loss");  // the step's update made the weights non-finite
+      check_finite(val_loss, step,
+                   "validation loss");  // the step's update made the weights non-finite
       val_field = format_number(val_loss, 8);
     }
-    csv << step << "," << format_number(train_loss, 8) << "," << val_field << ","
-        << format_number(lr, 6) << "," << format_number(step_tokens / step_seconds, 6) << "\n"
-        << std::flush;
+    for (size_t i = 0; i < pending.size(); ++i) {
+      csv << pending[i].step << "," << format_number(host_losses[i].item<double>(), 8) << ","
+          << (i + 1 == pending.size() ? val_field : "") << "," << format_number(pending[i].lr, 6)
+          << "," << format_number(last_rate, 6) << "\n";
+    }
+    csv << std::flush;
+    pending.clear();
     // Log row, model, then the resume point: a kill in between leaves the log and the model
     // ahead of the checkpoint (a resume rewrites both), never behind it.
     if (checkpoint_step) {
       model::save_model(model_path, *gpt, cfg, step);
-      model::save_training_checkpoint(checkpoint_path, *gpt, optimizer, cfg, step);
+      model::save_training_checkpoint(checkpoint_path, *gpt, runner.optimizer(), cfg, step);
       last_checkpoint = step;
     }
     std::string status = "loss " + format_number(train_loss, 4);
-    if (!std::isnan(val_loss)) status += " val " + format_number(val_loss, 4);
-    progress.update(step - resume.step, status + " | " + format_rate(step_tokens / step_seconds));
+    if (!std::isnan(val_loss))
+      status += " val " + format_number(val_loss, 4);
+    status += " | " + format_rate(last_rate);
+    if (peak_flops > 0)
+      status += " | MFU " + format_number(100 * flops_per_token * last_rate / peak_flops, 3) + "%";
+    progress.update(step - resume.step, status);
+    window_start = std::chrono::steady_clock::now();
+    window_tokens = 0;
   }
   if (last_checkpoint != last_step) {
     model::save_model(model_path, *gpt, cfg, last_step);
-    model::save_training_checkpoint(checkpoint_path, *gpt, optimizer, cfg, last_step);
+    model::save_training_checkpoint(checkpoint_path, *gpt, runner.optimizer(), cfg, last_step);
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.tokens_per_second = static_cast<double>(tokens_seen) / result.seconds;
   result.last_step = last_step;
   result.final_train_loss = train_loss;
   result.final_val_loss = std::isnan(val_loss) ? evaluate() : val_loss;
-  progress.finish("loss " + format_number(train_loss, 4) + " val " + format_number(result.final_val_loss, 4) +
-                  " | " + format_rate(result.tokens_per_second));
-  log << "trained " << last_step - resume.step << " steps in " << util::format_duration(result.seconds)
-      << " (" << format_rate(result.tokens_per_second) << "); val loss "
+  progress.finish("loss " + format_number(train_loss, 4) + " val " +
+                  format_number(result.final_val_loss, 4) + " | " +
+                  format_rate(result.tokens_per_second));
+  log << "trained " << last_step - resume.step << " steps in "
+      << util::format_duration(result.seconds) << " (" << format_rate(result.tokens_per_second)
+      << "); val loss "
       << (options.resume ? "" : format_number(result.initial_val_loss, 4) + " -> ")
-      << format_number(result.final_val_loss, 4) << "\nwrote " << model_path << ", " << checkpoint_path
-      << ", " << log_path << "\n";
+      << format_number(result.final_val_loss, 4) << "\nwrote " << model_path << ", "
+      << checkpoint_path << ", " << log_path << "\n";
 
   if (options.sample && cfg.get_int("CONFIG_SAMPLE_TOKENS") > 0) {
     gpt->eval();
@@ -318,10 +359,11 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
     sampling.top_k = cfg.get_int("CONFIG_TOP_K");
     sampling.seed = seed;
     const auto policies = generation_policies(gpt, cfg, cfg.get_float("CONFIG_KV_BUDGET"), "", log);
-    const GenerationResult generated = generate(gpt, cfg.get_string("CONFIG_SAMPLE_PROMPT"), sampling, policies);
+    const GenerationResult generated =
+        generate(gpt, cfg.get_string("CONFIG_SAMPLE_PROMPT"), sampling, policies);
     result.sample_text = cfg.get_string("CONFIG_SAMPLE_PROMPT") + generated.text;
-    log << "sample: " << sampling.tokens << " tokens; KV cache " << generated.cache_bytes << " bytes vs a full cache of "
-        << generated.full_cache_bytes << " bytes\n";
+    log << "sample: " << sampling.tokens << " tokens; KV cache " << generated.cache_bytes
+        << " bytes vs a full cache of " << generated.full_cache_bytes << " bytes\n";
   }
   return result;
 }

@@ -22,5 +22,6 @@ void add_topk_command(CLI::App& app, Action& run);
 void add_audit_command(CLI::App& app, Action& run);
 void add_calibrate_command(CLI::App& app, Action& run);
 void add_eval_command(CLI::App& app, Action& run);
+void add_bench_train_command(CLI::App& app, Action& run);
 
 }  // namespace rakv::cli

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   rakv::cli::add_audit_command(app, run);
   rakv::cli::add_calibrate_command(app, run);
   rakv::cli::add_eval_command(app, run);
+  rakv::cli::add_bench_train_command(app, run);
   // CLI11 reports a misspelt subcommand only as "a subcommand is required": name it instead.
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;

@@ -12,7 +12,8 @@ namespace rakv::util {
 std::string format_duration(double seconds) {
   const auto total = static_cast<int64_t>(seconds + 0.5);
   std::ostringstream out;
-  if (total >= 3600) out << total / 3600 << ":" << (total / 60 % 60 < 10 ? "0" : "");
+  if (total >= 3600)
+    out << total / 3600 << ":" << (total / 60 % 60 < 10 ? "0" : "");
   out << total / 60 % 60 << ":" << (total % 60 < 10 ? "0" : "") << total % 60;
   return out.str();
 }
@@ -34,10 +35,12 @@ std::string ProgressBar::render(int64_t done, const std::string& status) const {
   std::ostringstream line;
   line << label_ << " [" << std::string(filled, '#') << std::string(kWidth - filled, '.') << "] "
        << done << "/" << total_;
-  if (!status.empty()) line << "  " << status;
+  if (!status.empty())
+    line << "  " << status;
   if (done > 0 && done < total_) {
-    line << "  eta " << format_duration(elapsed / static_cast<double>(done) *
-                                        static_cast<double>(total_ - done));
+    line << "  eta "
+         << format_duration(elapsed / static_cast<double>(done) *
+                            static_cast<double>(total_ - done));
   } else {
     line << "  " << format_duration(elapsed);
   }
@@ -45,7 +48,8 @@ std::string ProgressBar::render(int64_t done, const std::string& status) const {
 }
 
 void ProgressBar::update(int64_t done, const std::string& status) {
-  if (!enabled_) return;
+  if (!enabled_)
+    return;
   if (interactive_) {
     out_ << "\r\033[K" << render(done, status) << std::flush;
     return;
@@ -58,7 +62,8 @@ void ProgressBar::update(int64_t done, const std::string& status) {
 }
 
 void ProgressBar::finish(const std::string& status) {
-  if (!enabled_) return;
+  if (!enabled_)
+    return;
   if (interactive_) {
     out_ << "\r\033[K" << render(total_, status) << "\n" << std::flush;
   } else {

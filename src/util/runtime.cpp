@@ -22,9 +22,11 @@ std::string one_line_message(const std::exception& error) {
   } else {
     message = error.what();
   }
-  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+  while (!message.empty() && (message.back() == '\n' || message.back() == ' '))
+    message.pop_back();
   for (char& c : message) {
-    if (c == '\n') c = ' ';
+    if (c == '\n')
+      c = ' ';
   }
   return message;
 }

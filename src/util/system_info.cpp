@@ -28,7 +28,8 @@ int64_t proc_field_kb(const std::string& file, const std::string& key) {
   std::ifstream in(file);
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1));
+    if (line.rfind(key + ":", 0) == 0)
+      return std::stoll(line.substr(key.size() + 1));
   }
   return -1;
 }
@@ -37,7 +38,8 @@ std::string cpu_model() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+    if (line.rfind("model name", 0) == 0)
+      return line.substr(line.find(':') + 2);
   }
   return "unknown CPU";
 }
@@ -46,8 +48,9 @@ std::string cpu_model() {
 
 std::string describe_machine(const torch::Device& device) {
   std::ostringstream out;
-  out << "- CPU: " << cpu_model() << ", " << std::thread::hardware_concurrency() << " hardware threads, "
-      << proc_field_kb("/proc/meminfo", "MemTotal") / (1024 * 1024) << " GiB memory\n";
+  out << "- CPU: " << cpu_model() << ", " << std::thread::hardware_concurrency()
+      << " hardware threads, " << proc_field_kb("/proc/meminfo", "MemTotal") / (1024 * 1024)
+      << " GiB memory\n";
 #ifdef RAKV_WITH_CUDA
   if (device.is_cuda()) {
     cudaDeviceProp props{};
@@ -58,10 +61,27 @@ std::string describe_machine(const torch::Device& device) {
 #endif
   out << "- LibTorch " << TORCH_VERSION << ", " << at::get_num_threads() << " intra-op threads\n";
   std::error_code ec;
-  const auto blas = std::filesystem::canonical("/etc/alternatives/libblas.so.3-x86_64-linux-gnu", ec);
+  const auto blas =
+      std::filesystem::canonical("/etc/alternatives/libblas.so.3-x86_64-linux-gnu", ec);
   out << "- BLAS: " << (ec ? std::string("unknown") : blas.string()) << "\n";
   out << "- rakv " << RAKV_VERSION << "\n";
   return out.str();
+}
+
+double peak_bf16_flops(const torch::Device& device) {
+#ifdef RAKV_WITH_CUDA
+  if (device.is_cuda()) {
+    cudaDeviceProp props{};
+    if (cudaGetDeviceProperties(&props, device.index() < 0 ? 0 : device.index()) != cudaSuccess)
+      return 0;
+    const std::string name = props.name;
+    if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos)
+      return 989.4e12;
+    if (name.find("A100") != std::string::npos)
+      return 312e12;
+  }
+#endif
+  return 0;
 }
 
 int64_t available_memory_bytes(const torch::Device& device) {
@@ -76,7 +96,9 @@ int64_t available_memory_bytes(const torch::Device& device) {
   return proc_field_kb("/proc/meminfo", "MemAvailable") * 1024;
 }
 
-PeakMemoryProbe::PeakMemoryProbe(const torch::Device& device) : device_(device) { reset(); }
+PeakMemoryProbe::PeakMemoryProbe(const torch::Device& device) : device_(device) {
+  reset();
+}
 
 void PeakMemoryProbe::reset() {
 #ifdef RAKV_WITH_CUDA

@@ -19,17 +19,17 @@ namespace rakv::apps {
 
 struct AuditOptions {
   torch::Device device = torch::kCPU;
-  bool quick = false;                     // fewer and smaller sizes (CPU: about two minutes)
-  std::set<std::string> only;             // empty: every finding
+  bool quick = false;          // fewer and smaller sizes (CPU: about two minutes)
+  std::set<std::string> only;  // empty: every finding
   std::string out_dir;
-  std::vector<int64_t> sizes;             // overrides the T list of every finding when non-empty
-  int64_t batch = 8;                      // the audit's shapes: B=8, H=12, D=64, R=4
+  std::vector<int64_t> sizes;  // overrides the T list of every finding when non-empty
+  int64_t batch = 8;           // the audit's shapes: B=8, H=12, D=64, R=4
   int64_t heads = 12;
   int64_t head_dim = 64;
   int64_t reciprocal_rank = 4;
-  int repeats = 0;                        // 0: 5 on CPU, 20 on CUDA
+  int repeats = 0;  // 0: 5 on CPU, 20 on CUDA
   bool progress = true;
-  std::string command_line;               // recorded in the report header
+  std::string command_line;  // recorded in the report header
 };
 
 // The findings in report order, with the CSV header of each (stable; documented in README).

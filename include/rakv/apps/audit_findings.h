@@ -20,12 +20,18 @@ struct FindingPlan {
 // The T values each finding measures for these options (device, quick, overrides).
 std::vector<FindingPlan> plan_findings(const AuditOptions& options);
 
-FindingResult measure_gate_scaling(const AuditOptions& options, const std::vector<int64_t>& sizes, const Tick& tick);
-FindingResult measure_topk(const AuditOptions& options, const std::vector<int64_t>& sizes, const Tick& tick);
-FindingResult measure_concat(const AuditOptions& options, const std::vector<int64_t>& sizes, const Tick& tick);
-FindingResult measure_gather(const AuditOptions& options, const std::vector<int64_t>& sizes, const Tick& tick);
-FindingResult measure_importance(const AuditOptions& options, const std::vector<int64_t>& sizes, const Tick& tick);
-FindingResult measure_attention(const AuditOptions& options, const std::vector<int64_t>& sizes, const Tick& tick);
+FindingResult measure_gate_scaling(const AuditOptions& options, const std::vector<int64_t>& sizes,
+                                   const Tick& tick);
+FindingResult measure_topk(const AuditOptions& options, const std::vector<int64_t>& sizes,
+                           const Tick& tick);
+FindingResult measure_concat(const AuditOptions& options, const std::vector<int64_t>& sizes,
+                             const Tick& tick);
+FindingResult measure_gather(const AuditOptions& options, const std::vector<int64_t>& sizes,
+                             const Tick& tick);
+FindingResult measure_importance(const AuditOptions& options, const std::vector<int64_t>& sizes,
+                                 const Tick& tick);
+FindingResult measure_attention(const AuditOptions& options, const std::vector<int64_t>& sizes,
+                                const Tick& tick);
 
 // Report pieces (apps/audit_report.cpp).
 std::string finding_csv(const FindingResult& finding);

@@ -14,14 +14,15 @@
 
 namespace rakv::apps {
 
-inline constexpr const char* kEvalCsvHeader = "setting,keep_ratio,latent,ppl,cache_bytes,full_cache_bytes,compression";
+inline constexpr const char* kEvalCsvHeader =
+    "setting,keep_ratio,latent,ppl,cache_bytes,full_cache_bytes,compression";
 
 struct EvalOptions {
   std::string checkpoint;
   std::vector<double> keep_ratios = {1.0, 0.5, 0.38, 0.2};
-  std::string kvsplice_file;        // a set from `rakv calibrate`: one more row
-  std::vector<int64_t> latents;     // calibrate a KVSplice per latent on the training split
-  int64_t tokens = 8192;            // validation tokens evaluated (whole blocks)
+  std::string kvsplice_file;     // a set from `rakv calibrate`: one more row
+  std::vector<int64_t> latents;  // calibrate a KVSplice per latent on the training split
+  int64_t tokens = 8192;         // validation tokens evaluated (whole blocks)
   int64_t calibration_tokens = 8192;
   std::string out_dir;
 };
@@ -43,7 +44,8 @@ struct StreamingResult {
 
 // Perplexity of next-token prediction over `tokens` tokens of `text`, in windows of the block
 // size (each from an empty cache), fed one token at a time through the cache with `policies`.
-StreamingResult streaming_perplexity(model::GPT2& model, const std::vector<uint8_t>& text, int64_t tokens,
+StreamingResult streaming_perplexity(model::GPT2& model, const std::vector<uint8_t>& text,
+                                     int64_t tokens,
                                      const std::vector<nn::KVCachePolicy>& policies);
 // The same windows through the uncached forward pass (the reference for keep ratio 1).
 double full_perplexity(model::GPT2& model, const std::vector<uint8_t>& text, int64_t tokens);

@@ -30,8 +30,8 @@ KVSpliceSet load_kvsplice_set(const std::string& path, const model::GPT2Config& 
 
 // The V vectors every layer produces on `tokens` tokens of `text` (windows of the block size, a
 // fresh context each): one [N * H, D] tensor per layer.
-std::vector<torch::Tensor> collect_layer_values(model::GPT2& model, const std::vector<uint8_t>& text,
-                                                int64_t tokens);
+std::vector<torch::Tensor> collect_layer_values(model::GPT2& model,
+                                                const std::vector<uint8_t>& text, int64_t tokens);
 
 struct CalibrationOptions {
   int64_t tokens = 8192;
@@ -48,13 +48,14 @@ KVSpliceSet calibrate_kvsplice(model::GPT2& model, const std::vector<uint8_t>& t
 // Per-layer cache policies: eviction to `keep_ratio` with the PrunedKV selection parameters of
 // `config` (CONFIG_KV_K_MIN, CONFIG_KV_RECENCY, CONFIG_KV_PRUNE_INTERVAL (0: 64),
 // CONFIG_KV_EXPOSURE_CORRECT), and the set's KVSplice per layer when `set` is given.
-std::vector<nn::KVCachePolicy> cache_policies(const config::Config& config, int64_t n_layer, double keep_ratio,
-                                              const KVSpliceSet* set);
+std::vector<nn::KVCachePolicy> cache_policies(const config::Config& config, int64_t n_layer,
+                                              double keep_ratio, const KVSpliceSet* set);
 
 // The cache policies of a generation with `model` trained with `config`: the budget, and a
 // KVSplice per layer read from `kvsplice_file`, or, when that is empty and CONFIG_KVSPLICE=y,
 // fitted now on the training text (said on `log`).
-std::vector<nn::KVCachePolicy> generation_policies(model::GPT2& model, const config::Config& config, double budget,
-                                                   const std::string& kvsplice_file, std::ostream& log);
+std::vector<nn::KVCachePolicy> generation_policies(model::GPT2& model, const config::Config& config,
+                                                   double budget, const std::string& kvsplice_file,
+                                                   std::ostream& log);
 
 }  // namespace rakv::apps

@@ -29,16 +29,17 @@ struct TopkBenchOptions {
 
 struct TopkBenchRow {
   int64_t seq_len = 0;
-  int64_t k = 0;             // k_keep asked for
+  int64_t k = 0;  // k_keep asked for
   std::string method;
-  int64_t returned_k = 0;    // positions returned per row
-  double recall = 0;         // mean over rows of |selected ∩ exact| / k
+  int64_t returned_k = 0;  // positions returned per row
+  double recall = 0;       // mean over rows of |selected ∩ exact| / k
   double median_ms = 0;
   double torch_topk_ms = 0;  // torch::topk(importance, k) median, same run and input
 };
 
 // The CSV header of `rakv topk --csv`.
-inline constexpr const char* kTopkCsvHeader = "T,k,method,returned_k,recall,median_ms,torch_topk_ms";
+inline constexpr const char* kTopkCsvHeader =
+    "T,k,method,returned_k,recall,median_ms,torch_topk_ms";
 
 std::vector<TopkBenchRow> run_topk_benchmark(const TopkBenchOptions& options);
 // Mean over rows of the fraction of `reference` indices (int64 [B, H, k]) found in `selected`

@@ -23,8 +23,8 @@ struct TrainOptions {
   std::vector<std::string> config_overrides;  // CONFIG_X=V applied on resume
   // Stop after this many optimizer steps in total (the schedule still targets MAX_ITERS).
   std::optional<int64_t> stop_after;
-  bool progress = true;   // progress bar on stderr
-  bool sample = false;    // generate CONFIG_SAMPLE_TOKENS after training and print them
+  bool progress = true;  // progress bar on stderr
+  bool sample = false;   // generate CONFIG_SAMPLE_TOKENS after training and print them
 };
 
 struct TrainResult {

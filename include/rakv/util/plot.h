@@ -22,6 +22,7 @@ struct PlotOptions {
 
 // Draws `series` into `png_path` (written atomically: a temp file, then a rename). Throws
 // std::runtime_error with gnuplot's message when it fails or is not installed.
-void plot_png(const std::string& png_path, const PlotOptions& options, const std::vector<PlotSeries>& series);
+void plot_png(const std::string& png_path, const PlotOptions& options,
+              const std::vector<PlotSeries>& series);
 
 }  // namespace rakv::util

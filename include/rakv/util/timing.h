@@ -1,6 +1,5 @@
 // Timing of short operations for benchmarks and `rakv audit`: warm-up, then the median of
-// repeated runs. On CUDA the device is synchronised around each run (device events would hide
-// host overhead that the CPU path pays too).
+// repeated runs: CUDA events on the current stream for CUDA work, the host clock on the CPU.
 #pragma once
 
 #include <torch/types.h>

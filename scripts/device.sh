@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The GPU run (H100 / H200 through the device tool): configures rakv with CUDA against the
+# machine's PyTorch libtorch, builds, and runs the stages named in STAGES, writing every log and
+# result into one archive $OUT/results.tar.gz plus $OUT/summary.txt (the tool returns at most 8
+# files). Prepare the dependencies the GPU image lacks first, on the dev machine:
+#   scripts/prepare_device_deps.sh          # then, with the device tool:
+#   run(command="STAGES=build,kernel-tests,sanitizer,tests scripts/device.sh", carry=[".device-deps"])
+#   run(command="STAGES=build,audit,baselines,e2e scripts/device.sh", carry=[".device-deps"])
+# Stages: build, kernel-tests (standalone kernel tests vs float64 references, with timings),
+# sanitizer (compute-sanitizer memcheck + racecheck on the kernel tests), tests (the GoogleTest
+# suite, CUDA tests included), audit (rakv audit --device cuda), baselines (PyTorch torch.topk /
+# SDPA in the same run), e2e (GPT-2 training: rakv bench-train vs PyTorch eager / compile).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/device-out}
+STAGES=${STAGES:-build,kernel-tests,sanitizer,tests,audit,baselines,e2e}
+RESULTS=$(mktemp -d)
+SUMMARY=$OUT/summary.txt
+mkdir -p "$OUT"
+: > "$SUMMARY"
+export PYTHONUNBUFFERED=1
+
+note() { echo "[device.sh] $*" | tee -a "$SUMMARY"; }
+wants() { [[ ",$STAGES," == *",$1,"* ]]; }
+# run_stage NAME COMMAND...: runs a stage, logs to RESULTS/NAME.log, records its status and time.
+run_stage() {
+  local name=$1 start=$SECONDS rc
+  shift
+  wants "$name" || return 0
+  note "stage $name: start"
+  "$@" > "$RESULTS/$name.log" 2>&1
+  rc=$?
+  note "stage $name: exit $rc after $((SECONDS - start)) s"
+  tail -n 25 "$RESULTS/$name.log" | sed "s/^/  [$name] /" | tee -a "$SUMMARY"
+  return $rc
+}
+
+deps() {
+  local deps=$ROOT/.device-deps
+  [[ -d $deps ]] || { echo "missing .device-deps (run scripts/prepare_device_deps.sh and carry it)"; return 1; }
+  # The training text lives where Debian's fortunes package puts it.
+  mkdir -p /usr/share/games/fortunes && cp -n "$deps"/fortunes/* /usr/share/games/fortunes/ 2>/dev/null
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  nvcc --version | tail -n 2
+  python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'
+}
+
+build() {
+  deps || return 1
+  local prefix
+  prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+  cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DRAKV_CUDA=ON -DRAKV_BUILD_BENCH=OFF \
+    -DCMAKE_PREFIX_PATH="$prefix" -DRAKV_DEPS_DIR="$ROOT/.device-deps" || return 1
+  cmake --build build-cuda -j "$(nproc)" || return 1
+  BUILD_DIR=$ROOT/build-cuda-tests tests/cuda/run.sh --build-only
+}
+
+kernel_tests() { BUILD_DIR=$ROOT/build-cuda-tests tests/cuda/run.sh --no-build; }
+
+sanitizer() {
+  local status=0 t
+  for t in test_kv_select test_kv_importance; do
+    for tool in memcheck racecheck; do
+      echo "=== compute-sanitizer --tool $tool $t --quick --no-bench"
+      compute-sanitizer --tool "$tool" --error-exitcode 3 "build-cuda-tests/$t" --quick --no-bench | tail -n 4 || status=1
+    done
+  done
+  return $status
+}
+
+# The whole suite; Audit.* checks PNG plots, which need gnuplot (not on the GPU image).
+tests() { (cd build-cuda && ctest -j 8 --timeout 900 --output-on-failure -E '^Audit\.'); }
+
+audit() { build-cuda/rakv audit --device cuda --no-progress --out "$RESULTS/audit-cuda"; }
+
+baselines() { python3 tests/cuda/bench_baselines.py; }
+
+# GPT-2 training, rakv vs PyTorch (eager and compiled) on the same card, same shapes.
+e2e() {
+  local rakv=build-cuda/rakv ref="python3 bench/torch_reference/train_gpt2.py"
+  local cfg=configs/defconfigs/gpt2-124m-ra-rmlp dir=$RESULTS/e2e
+  mkdir -p "$dir"
+  local -A variants=([plain]="--set CONFIG_RA=n --set CONFIG_RMLP=n" [ra]="--set CONFIG_RMLP=n" [ra_rmlp]="")
+  local common="--set CONFIG_DEVICE=cuda --set CONFIG_GRAD_ACCUM_STEPS=1 --set CONFIG_BATCH_SIZE=16"
+  for v in plain ra ra_rmlp; do
+    # shellcheck disable=SC2086
+    $rakv bench-train --config $cfg $common ${variants[$v]} --steps 30 --warmup 5 --json "$dir/rakv-$v-1024.json"
+    $ref --config $cfg $common ${variants[$v]} --steps 30 --warmup 5 --json "$dir/eager-$v-1024.json"
+    $ref --config $cfg $common ${variants[$v]} --steps 30 --warmup 10 --compile --json "$dir/compile-$v-1024.json"
+  done
+  local long="--set CONFIG_DEVICE=cuda --set CONFIG_BLOCK_SIZE=16384 --set CONFIG_BATCH_SIZE=1"
+  local prune="--set CONFIG_RA=n --set CONFIG_RMLP=n --set CONFIG_KV_PRUNE=y"
+  local -A long_variants=([plain]="--set CONFIG_RA=n --set CONFIG_RMLP=n" [ra]="--set CONFIG_RMLP=n"
+                          [prune_exact]="$prune" [prune_sampling]="$prune --set CONFIG_RA_USE_SAMPLING=y")
+  for v in plain ra prune_exact prune_sampling; do
+    $rakv bench-train --config $cfg $long ${long_variants[$v]} --steps 5 --warmup 2 --json "$dir/rakv-$v-16384.json"
+  done
+  for v in plain ra prune_exact; do
+    $ref --config $cfg $long ${long_variants[$v]} --steps 5 --warmup 2 --json "$dir/eager-$v-16384.json" ||
+      echo "pytorch reference $v at T=16384 failed (see above)"
+  done
+  # Same init, same batches: the loss curves of rakv and PyTorch must agree.
+  local agree="--set CONFIG_DEVICE=cuda --set CONFIG_BLOCK_SIZE=256 --set CONFIG_BATCH_SIZE=8"
+  $rakv bench-train --config $cfg $agree --steps 20 --warmup 0 --export "$dir/agree"
+  $ref --import "$dir/agree" > "$dir/agree/pytorch_losses.csv"
+  paste -d, "$dir/agree/rakv_losses.csv" "$dir/agree/pytorch_losses.csv" | awk -F, 'NR > 1 {
+      d = $2 - $4; if (d < 0) d = -d; if (d > max) max = d; printf "step %s rakv %s pytorch %s\n", $1, $2, $4 }
+      END { printf "max |rakv - pytorch| loss difference: %g\n", max }'
+  rm -f "$dir"/agree/*.safetensors
+  grep -h "" "$dir"/*.json > "$dir/all.json"
+}
+
+status=0
+run_stage build build || status=1
+run_stage kernel-tests kernel_tests || status=1
+run_stage sanitizer sanitizer || status=1
+run_stage tests tests || status=1
+run_stage audit audit || status=1
+run_stage baselines baselines || status=1
+run_stage e2e e2e || status=1
+tar -czf "$OUT/results.tar.gz" -C "$RESULTS" .
+note "done: status $status; logs in results.tar.gz"
+exit $status

@@ -1,0 +1,200 @@
+// CUDA ops against the CPU ops and float64 references on random inputs: selection, importance,
+// RA and PrunedKV attention forward and backward, and a bf16 training step. Skipped on machines
+// without a CUDA device (run by scripts/device.sh on the GPU).
+#include <torch/torch.h>
+
+#include "rakv/apps/train_step.h"
+#include "rakv/model/gpt2.h"
+#include "rakv/nn/pruned_kv_attention.h"
+#include "rakv/nn/reciprocal_attention.h"
+#include "rakv/ops.h"
+#include "test_helpers.h"
+
+namespace {
+
+using rakv::testing::relative_error;
+
+#define SKIP_WITHOUT_CUDA()             \
+  do {                                  \
+    if (!torch::cuda::is_available()) { \
+      GTEST_SKIP() << "no CUDA device"; \
+    }                                   \
+  } while (false)
+
+const torch::Device kCuda(torch::kCUDA);
+
+// Importance rows with ties: values drawn from a few levels, plus noise on some rows.
+torch::Tensor tied_importance(int64_t b, int64_t h, int64_t t) {
+  torch::Tensor levels = torch::randint(0, 7, {b, h, t}).to(torch::kFloat32) / 7.0 + 0.01;
+  return levels.contiguous();
+}
+
+TEST(CudaOps, ExactSelectionEqualsTheCpuSelection) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(71);
+  for (int64_t t : {1, 7, 100, 1000, 4097, 16384, 40000}) {
+    for (bool ties : {false, true}) {
+      const torch::Tensor importance =
+          ties ? tied_importance(2, 3, t) : torch::rand({2, 3, t}) + 1e-6;
+      for (int64_t k :
+           {int64_t{1}, std::min<int64_t>(t, 64), rakv::ops::kv_keep_count(t, 0.38, 64), t}) {
+        const torch::Tensor cpu =
+            rakv::ops::kv_select(importance, k, 64, rakv::ops::TopkMethod::kExact, 0.02, 1);
+        const torch::Tensor gpu = rakv::ops::kv_select(importance.to(kCuda), k, 64,
+                                                       rakv::ops::TopkMethod::kExact, 0.02, 1);
+        ASSERT_TRUE(gpu.is_cuda());
+        EXPECT_TRUE(torch::equal(gpu.cpu(), cpu)) << "T=" << t << " k=" << k << " ties=" << ties;
+      }
+    }
+  }
+}
+
+TEST(CudaOps, SamplingSelectionKeepsTheCountTheRecencyAndHighRecall) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(72);
+  for (int64_t t : {300, 8192, 65536}) {
+    const torch::Tensor importance = (torch::rand({4, 3, t}) + 1e-6).to(kCuda);
+    const int64_t k = rakv::ops::kv_keep_count(t, 0.38, 64);
+    const torch::Tensor sampled =
+        rakv::ops::kv_select(importance, k, 64, rakv::ops::TopkMethod::kSampling, 0.02, 5).cpu();
+    const torch::Tensor exact =
+        rakv::ops::kv_select(importance, k, 64, rakv::ops::TopkMethod::kExact, 0.02, 5).cpu();
+    EXPECT_EQ(sampled.size(2), k);
+    EXPECT_TRUE((sampled.narrow(2, 1, k - 1) > sampled.narrow(2, 0, k - 1))
+                    .all()
+                    .item<bool>());  // distinct, ascending
+    EXPECT_TRUE(
+        (sampled.narrow(2, k - 64, 64) == torch::arange(t - 64, t)).all().item<bool>());  // recency
+    torch::Tensor marks = torch::zeros({4, 3, t}, torch::kBool).scatter_(2, exact, true);
+    const double recall = marks.gather(2, sampled).to(torch::kFloat64).mean().item<double>();
+    if (t >= 8192) {
+      EXPECT_GE(recall, 0.9) << "T=" << t;
+    }
+  }
+}
+
+TEST(CudaOps, SelectionReportsNaN) {
+  SKIP_WITHOUT_CUDA();
+  torch::Tensor importance = torch::rand({1, 2, 500}, torch::TensorOptions().device(kCuda));
+  importance[0][1][123] = std::nan("");
+  rakv::testing::expect_error_containing(
+      [&] { rakv::ops::kv_select(importance, 100, 64, rakv::ops::TopkMethod::kExact, 0.02, 0); },
+      "importance contains NaN at [0, 1, 123]");
+}
+
+TEST(CudaOps, ImportanceMatchesTheFloat64Reference) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(73);
+  for (auto dtype : {torch::kFloat16, torch::kBFloat16, torch::kFloat32}) {
+    for (int64_t d : {64, 128, 40}) {  // 40: the chunked path for head dims without a kernel
+      for (int64_t t : {1, 77, 1024}) {
+        for (int64_t window : {0, 32}) {
+          const torch::Tensor q = torch::randn({2, 3, t, d}, torch::kFloat64);
+          const torch::Tensor k = torch::randn({2, 3, t, d}, torch::kFloat64);
+          const torch::Tensor reference = rakv::ops::kv_importance(q, k, true, window, 0.0);
+          const torch::Tensor gpu =
+              rakv::ops::kv_importance(q.to(kCuda, dtype), k.to(kCuda, dtype), true, window, 0.0);
+          const double tolerance =
+              dtype == torch::kFloat32 ? 1e-5 : (dtype == torch::kFloat16 ? 2e-2 : 5e-2);
+          EXPECT_LT(relative_error(gpu.cpu(), reference), tolerance)
+              << dtype << " D=" << d << " T=" << t << " window=" << window;
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaOps, ReciprocalAttentionForwardAndBackwardMatchTheCpu) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(74);
+  rakv::nn::ReciprocalAttentionOptions options;
+  options.n_embd = 128;
+  options.n_head = 2;
+  options.per_head_gates = true;
+  options.self_restart = true;
+  rakv::nn::ReciprocalAttention cpu(options);
+  rakv::nn::ReciprocalAttention gpu(options);
+  for (size_t i = 0; i < cpu->parameters().size(); ++i)
+    gpu->parameters()[i].data().copy_(cpu->parameters()[i].data());
+  gpu->to(kCuda);
+  const torch::Tensor x = torch::randn({2, 300, 128});
+  const torch::Tensor upstream = torch::randn({2, 300, 128});
+  (cpu->forward(x) * upstream).sum().backward();
+  const torch::Tensor y = gpu->forward(x.to(kCuda));
+  (y * upstream.to(kCuda)).sum().backward();
+  EXPECT_LT(relative_error(y.cpu(), cpu->forward(x)), 1e-4);
+  for (size_t i = 0; i < cpu->parameters().size(); ++i) {
+    EXPECT_LT(relative_error(gpu->parameters()[i].grad().cpu(), cpu->parameters()[i].grad()), 1e-3)
+        << i;
+  }
+}
+
+TEST(CudaOps, PrunedKVAttentionMatchesTheCpu) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(75);
+  for (auto mode : {rakv::nn::PruneMode::kVOnly, rakv::nn::PruneMode::kKVScoresReuse,
+                    rakv::nn::PruneMode::kLegacy}) {
+    rakv::nn::PrunedKVAttentionOptions options;
+    options.n_embd = 64;
+    options.n_head = 2;
+    options.mode = mode;
+    options.k_min = 8;
+    options.recency = 8;
+    options.interval = 32;
+    rakv::nn::PrunedKVAttention cpu(options);
+    rakv::nn::PrunedKVAttention gpu(options);
+    for (size_t i = 0; i < cpu->parameters().size(); ++i)
+      gpu->parameters()[i].data().copy_(cpu->parameters()[i].data());
+    gpu->to(kCuda);
+    const torch::Tensor x = torch::randn({2, 200, 64});
+    EXPECT_LT(relative_error(gpu->forward(x.to(kCuda)).cpu(), cpu->forward(x)), 1e-4)
+        << rakv::nn::to_string(mode);
+  }
+}
+
+TEST(CudaOps, Bf16TrainingStepLowersTheLoss) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(76);
+  rakv::config::Config cfg;
+  cfg.set("CONFIG_N_LAYER", "2");
+  cfg.set("CONFIG_N_EMBD", "128");
+  cfg.set("CONFIG_DEVICE", "cuda");
+  rakv::model::GPT2 model(rakv::model::gpt2_config_from(cfg));
+  model->to(kCuda);
+  rakv::apps::StepRunner runner(model, cfg, 1e-3);
+  const torch::Tensor x =
+      torch::randint(0, 256, {4, 128}, torch::TensorOptions().dtype(torch::kInt64).device(kCuda));
+  const double first = runner.step({x}, {x.roll(-1, 1)}, 1e-3).item<double>();
+  double last = first;
+  for (int i = 0; i < 20; ++i)
+    last = runner.step({x}, {x.roll(-1, 1)}, 1e-3).item<double>();
+  EXPECT_LT(last, 0.8 * first);
+}
+
+TEST(CudaOps, FusedAdamWMatchesTheUnfusedStep) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(77);
+  std::vector<torch::Tensor> params_a = {
+      torch::randn({64, 32}, torch::TensorOptions().device(kCuda)).requires_grad_(),
+      torch::randn({32}, torch::TensorOptions().device(kCuda)).requires_grad_()};
+  std::vector<torch::Tensor> params_b;
+  for (const auto& p : params_a)
+    params_b.push_back(p.detach().clone().requires_grad_());
+  torch::optim::AdamW unfused(
+      params_a, torch::optim::AdamWOptions(1e-2).weight_decay(0.1).betas({0.9, 0.95}));
+  torch::optim::AdamW fused(params_b,
+                            torch::optim::AdamWOptions(1e-2).weight_decay(0.1).betas({0.9, 0.95}));
+  for (int step = 0; step < 5; ++step) {
+    for (size_t i = 0; i < params_a.size(); ++i) {
+      const torch::Tensor g = torch::randn_like(params_a[i]);
+      params_a[i].mutable_grad() = g.clone();
+      params_b[i].mutable_grad() = g.clone();
+    }
+    unfused.step();
+    rakv::apps::fused_adamw_step(fused);
+  }
+  for (size_t i = 0; i < params_a.size(); ++i)
+    EXPECT_LT(relative_error(params_b[i], params_a[i]), 1e-5);
+}
+
+}  // namespace
