@@ -29,7 +29,9 @@ std::string scientific(double value) {
   return out.str();
 }
 
-std::string gib(double bytes) { return fixed(bytes / (1024.0 * 1024.0 * 1024.0), 1) + " GiB"; }
+std::string gib(double bytes) {
+  return fixed(bytes / (1024.0 * 1024.0 * 1024.0), 1) + " GiB";
+}
 
 struct Context {
   const AuditOptions& options;
@@ -40,7 +42,9 @@ struct Context {
   std::vector<int64_t> heads_shape(int64_t t, int64_t last) const {
     return {options.batch, options.heads, t, last};
   }
-  double element_size() const { return static_cast<double>(c10::elementSize(tensor.dtype().toScalarType())); }
+  double element_size() const {
+    return static_cast<double>(c10::elementSize(tensor.dtype().toScalarType()));
+  }
   // Whether `bytes` more fit on the device, keeping a fifth of what is free as headroom.
   bool fits(double bytes) const {
     return bytes < 0.8 * static_cast<double>(util::available_memory_bytes(options.device));
@@ -55,8 +59,10 @@ struct Context {
 Context make_context(const AuditOptions& options) {
   const bool cuda = options.device.is_cuda();
   const int repeats = options.repeats > 0 ? options.repeats : (cuda ? 20 : 5);
-  return Context{options, torch::TensorOptions().device(options.device).dtype(cuda ? torch::kHalf : torch::kFloat32),
-                 cuda ? 5 : 1, repeats};
+  return Context{
+      options,
+      torch::TensorOptions().device(options.device).dtype(cuda ? torch::kHalf : torch::kFloat32),
+      cuda ? 5 : 1, repeats};
 }
 
 double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
@@ -67,7 +73,8 @@ double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
 
 // The reference's gate scaling: four slices scaled separately, then concatenated.
 std::pair<torch::Tensor, torch::Tensor> split_cat(const torch::Tensor& qf, const torch::Tensor& kf,
-                                                  const torch::Tensor& w_std, const torch::Tensor& w_rec, int64_t r) {
+                                                  const torch::Tensor& w_std,
+                                                  const torch::Tensor& w_rec, int64_t r) {
   const int64_t d_std = qf.size(-1) - r;
   const torch::Tensor g_std = torch::sqrt(torch::clamp_min(w_std, 1e-8)).to(qf.scalar_type());
   const torch::Tensor g_rec = torch::sqrt(torch::clamp_min(w_rec, 1e-8)).to(qf.scalar_type());
@@ -76,11 +83,14 @@ std::pair<torch::Tensor, torch::Tensor> split_cat(const torch::Tensor& qf, const
 }
 
 // The audit's "optimized" gate scaling: a scale tensor built once per call, two multiplies.
-std::pair<torch::Tensor, torch::Tensor> scale_tensor(const torch::Tensor& qf, const torch::Tensor& kf,
-                                                     const torch::Tensor& w_std, const torch::Tensor& w_rec, int64_t r) {
+std::pair<torch::Tensor, torch::Tensor> scale_tensor(const torch::Tensor& qf,
+                                                     const torch::Tensor& kf,
+                                                     const torch::Tensor& w_std,
+                                                     const torch::Tensor& w_rec, int64_t r) {
   const int64_t h = qf.size(1);
   const int64_t d = qf.size(-1);
-  const torch::Tensor s = ops::reciprocal_gate_scale(w_std, w_rec, h, d, r).to(qf.scalar_type()).view({1, h, 1, d});
+  const torch::Tensor s =
+      ops::reciprocal_gate_scale(w_std, w_rec, h, d, r).to(qf.scalar_type()).view({1, h, 1, d});
   return {qf * s, kf * s};
 }
 
@@ -127,7 +137,8 @@ std::string range_text(double lo, double hi, const std::string& unit) {
 std::vector<FindingPlan> plan_findings(const AuditOptions& options) {
   const bool cuda = options.device.is_cuda();
   auto pick = [&](std::vector<int64_t> full, std::vector<int64_t> quick) {
-    if (!options.sizes.empty()) return options.sizes;
+    if (!options.sizes.empty())
+      return options.sizes;
     return options.quick ? quick : full;
   };
   return {
@@ -135,22 +146,27 @@ std::vector<FindingPlan> plan_findings(const AuditOptions& options) {
       {"topk", pick(kLongSizes, {512, 2048, 8192, 16384})},
       {"concat", pick(kBaseSizes, {512, 1024, 2048})},
       {"gather", pick(kBaseSizes, {512, 2048, 8192})},
-      {"importance", pick(cuda ? kLongSizes : std::vector<int64_t>{512, 1024, 2048, 4096, 8192, 16384, 32768},
-                          {512, 1024, 2048})},
+      {"importance",
+       pick(cuda ? kLongSizes : std::vector<int64_t>{512, 1024, 2048, 4096, 8192, 16384, 32768},
+            {512, 1024, 2048})},
       // LibTorch 1.13 on the CPU materialises attention: B*H*T^2 floats.
       {"attention", pick(cuda ? kBaseSizes : std::vector<int64_t>{512, 1024, 2048}, {512, 1024})},
   };
 }
 
-FindingResult measure_gate_scaling(const AuditOptions& options, const std::vector<int64_t>& sizes, const Tick& tick) {
+FindingResult measure_gate_scaling(const AuditOptions& options, const std::vector<int64_t>& sizes,
+                                   const Tick& tick) {
   const Context ctx = make_context(options);
   FindingResult result;
   result.id = "gate";
   result.title = "1. Gate scaling overhead (ReciprocalAttention)";
   result.audit_claim =
-      "scale_tensor (one scale tensor, two multiplies) is 1.83-2.83x faster than split_cat (4 slices, 4 "
+      "scale_tensor (one scale tensor, two multiplies) is 1.83-2.83x faster than split_cat (4 "
+      "slices, 4 "
       "multiplies, 2 concatenations): 0.084 -> 1.619 ms for split_cat at T = 512..16384.";
-  result.columns = {"T", "variant", "median_ms", "speedup_vs_split_cat", "max_rel_diff", "attention_share", "correct"};
+  result.columns = {
+      "T",      "variant", "median_ms", "speedup_vs_split_cat", "max_rel_diff", "attention_share",
+      "correct"};
   const int64_t r = options.reciprocal_rank;
   const GateFixture fixture = gate_fixture(ctx);
   const auto logits = gate_logits(ctx, fixture);
@@ -158,16 +174,20 @@ FindingResult measure_gate_scaling(const AuditOptions& options, const std::vecto
   for (const auto& [variant, value] : logits) {
     difference[variant] = relative_difference(value, logits.at("split_cat"));
     if (difference[variant] > ctx.tolerance()) {
-      result.failures.push_back(variant + " logits differ from split_cat by " + scientific(difference[variant]) +
-                                " (relative), above " + scientific(ctx.tolerance()));
+      result.failures.push_back(variant + " logits differ from split_cat by " +
+                                scientific(difference[variant]) + " (relative), above " +
+                                scientific(ctx.tolerance()));
     }
   }
   double lo = 1e30, hi = 0, fused_lo = 1e30, fused_hi = 0, fused_ms = 0;
   for (int64_t t : sizes) {
     tick("gate T=" + std::to_string(t));
-    const double tensor_bytes = static_cast<double>(options.batch * options.heads * t * options.head_dim) * ctx.element_size();
+    const double tensor_bytes =
+        static_cast<double>(options.batch * options.heads * t * options.head_dim) *
+        ctx.element_size();
     if (!ctx.fits(6 * tensor_bytes)) {
-      result.rows.push_back({std::to_string(t), "all", "-", "-", "-", "-", "skipped: needs " + gib(6 * tensor_bytes)});
+      result.rows.push_back({std::to_string(t), "all", "-", "-", "-", "-",
+                             "skipped: needs " + gib(6 * tensor_bytes)});
       continue;
     }
     const torch::Tensor q = torch::randn(ctx.heads_shape(t, options.head_dim), ctx.tensor);
@@ -175,8 +195,9 @@ FindingResult measure_gate_scaling(const AuditOptions& options, const std::vecto
     std::map<std::string, double> ms;
     ms["split_cat"] = ctx.time_ms([&] { split_cat(q, k, fixture.w_std, fixture.w_rec, r); });
     ms["scale_tensor"] = ctx.time_ms([&] { scale_tensor(q, k, fixture.w_std, fixture.w_rec, r); });
-    ms["fused"] = ctx.time_ms(
-        [&] { ops::fold_reciprocal_gates(fixture.weight, fixture.w_std, fixture.w_rec, options.heads, r); });
+    ms["fused"] = ctx.time_ms([&] {
+      ops::fold_reciprocal_gates(fixture.weight, fixture.w_std, fixture.w_rec, options.heads, r);
+    });
     double attention_ms = -1;
     const double attention_bytes = options.device.is_cuda() || TORCH_VERSION_MAJOR >= 2
                                        ? 4 * tensor_bytes
@@ -187,10 +208,11 @@ FindingResult measure_gate_scaling(const AuditOptions& options, const std::vecto
     }
     for (const std::string variant : {"split_cat", "scale_tensor", "fused"}) {
       const double speedup = ms["split_cat"] / ms[variant];
-      result.rows.push_back({std::to_string(t), variant, fixed(ms[variant], 4), fixed(speedup, 2) + "x",
-                             scientific(difference[variant]),
-                             attention_ms > 0 ? fixed(100 * ms[variant] / attention_ms, 2) + "%" : "n/a",
-                             difference[variant] <= ctx.tolerance() ? "yes" : "NO"});
+      result.rows.push_back(
+          {std::to_string(t), variant, fixed(ms[variant], 4), fixed(speedup, 2) + "x",
+           scientific(difference[variant]),
+           attention_ms > 0 ? fixed(100 * ms[variant] / attention_ms, 2) + "%" : "n/a",
+           difference[variant] <= ctx.tolerance() ? "yes" : "NO"});
       result.series[variant].emplace_back(t, ms[variant]);
     }
     lo = std::min(lo, ms["split_cat"] / ms["scale_tensor"]);
@@ -199,13 +221,16 @@ FindingResult measure_gate_scaling(const AuditOptions& options, const std::vecto
     fused_hi = std::max(fused_hi, ms["split_cat"] / ms["fused"]);
     fused_ms = ms["fused"];
   }
-  result.notes.push_back("fused folds s^2 into the Q rows of c_attn's weight: its cost is O(C^2) per step, the same at "
-                         "every T; max_rel_diff compares each variant's logits with split_cat's through the real "
-                         "projection on a 256-token sequence.");
+  result.notes.push_back(
+      "fused folds s^2 into the Q rows of c_attn's weight: its cost is O(C^2) per step, the same "
+      "at "
+      "every T; max_rel_diff compares each variant's logits with split_cat's through the real "
+      "projection on a 256-token sequence.");
   if (hi == 0) {
     result.verdict = "not measured (every size skipped)";
   } else {
-    const std::string measured = "scale_tensor is " + range_text(lo, hi, "x") + " faster than split_cat (audit: 1.83-2.83x)";
+    const std::string measured =
+        "scale_tensor is " + range_text(lo, hi, "x") + " faster than split_cat (audit: 1.83-2.83x)";
     const std::string fused = "; rakv's fused folding is " + range_text(fused_lo, fused_hi, "x") +
                               " faster than split_cat at a constant " + fixed(fused_ms, 4) + " ms";
     if (lo >= 1.5) {
@@ -219,15 +244,18 @@ FindingResult measure_gate_scaling(const AuditOptions& options, const std::vecto
   return result;
 }
 
-FindingResult measure_topk(const AuditOptions& options, const std::vector<int64_t>& sizes, const Tick& tick) {
+FindingResult measure_topk(const AuditOptions& options, const std::vector<int64_t>& sizes,
+                           const Tick& tick) {
   const Context ctx = make_context(options);
   FindingResult result;
   result.id = "topk";
   result.title = "2. KV pruning top-k (PrunedKVAttention)";
   result.audit_claim =
-      "2% sampling is 6.09x faster than torch.topk at T=16K and ~71x at T=128K (extrapolated), with <0.1% error; "
+      "2% sampling is 6.09x faster than torch.topk at T=16K and ~71x at T=128K (extrapolated), "
+      "with <0.1% error; "
       "its code keeps k_keep * sample / T positions instead of k_keep.";
-  result.columns = {"T", "k", "variant", "median_ms", "speedup_vs_torch_topk", "returned_k", "recall", "correct"};
+  result.columns = {"T",          "k",      "variant", "median_ms", "speedup_vs_torch_topk",
+                    "returned_k", "recall", "correct"};
   std::ostringstream defect;
   double exact_speedup_16k = 0, exact_speedup_max_t = 0, sampling_recall_min = 1.0;
   int64_t max_t = 0;
@@ -243,15 +271,17 @@ FindingResult measure_topk(const AuditOptions& options, const std::vector<int64_
     bench.device = options.device;
     const auto rows = run_topk_benchmark(bench);
     const double torch_ms = rows.front().torch_topk_ms;
-    result.rows.push_back({std::to_string(t), std::to_string(rows.front().k), "torch_topk", fixed(torch_ms, 4), "1.00x",
-                           std::to_string(rows.front().k), "1.000", "yes (baseline)"});
+    result.rows.push_back({std::to_string(t), std::to_string(rows.front().k), "torch_topk",
+                           fixed(torch_ms, 4), "1.00x", std::to_string(rows.front().k), "1.000",
+                           "yes (baseline)"});
     result.series["torch_topk"].emplace_back(t, torch_ms);
     for (const auto& row : rows) {
       const bool count_ok = row.returned_k == row.k;
       const bool correct = count_ok && (row.method != "exact" || row.recall == 1.0);
-      result.rows.push_back({std::to_string(t), std::to_string(row.k), row.method, fixed(row.median_ms, 4),
-                             fixed(torch_ms / row.median_ms, 2) + "x", std::to_string(row.returned_k),
-                             fixed(row.recall, 3), correct ? "yes" : "NO"});
+      result.rows.push_back({std::to_string(t), std::to_string(row.k), row.method,
+                             fixed(row.median_ms, 4), fixed(torch_ms / row.median_ms, 2) + "x",
+                             std::to_string(row.returned_k), fixed(row.recall, 3),
+                             correct ? "yes" : "NO"});
       result.series[row.method].emplace_back(t, row.median_ms);
       if (!correct) {
         result.failures.push_back(row.method + " at T=" + std::to_string(t) + " returned " +
@@ -259,35 +289,44 @@ FindingResult measure_topk(const AuditOptions& options, const std::vector<int64_
                                   " positions per row (recall " + fixed(row.recall, 3) + ")");
       }
       if (row.method == "exact") {
-        if (t == 16384) exact_speedup_16k = torch_ms / row.median_ms;
+        if (t == 16384)
+          exact_speedup_16k = torch_ms / row.median_ms;
         if (t >= max_t) {
           max_t = t;
           exact_speedup_max_t = torch_ms / row.median_ms;
         }
       }
-      if (row.method == "sampling") sampling_recall_min = std::min(sampling_recall_min, row.recall);
+      if (row.method == "sampling")
+        sampling_recall_min = std::min(sampling_recall_min, row.recall);
       if (row.method == "audit_sampling" && (t == 16384 || defect.str().empty())) {
         defect.str("");
-        defect << "the audit's sampling returns " << row.returned_k << " of " << row.k << " positions at T=" << t;
+        defect << "the audit's sampling returns " << row.returned_k << " of " << row.k
+               << " positions at T=" << t;
       }
     }
   }
-  result.notes.push_back("audit_sampling is the audit's code as written: it selects k_sample = k * sample / T "
-                         "positions, so its speed is that of a 50x smaller selection. sampling is the corrected "
-                         "method (exactly k positions, recency window kept); exact is rakv's radix selection.");
-  result.verdict = "refuted: " + defect.str() + " (a 2% selection, not a faster top-k); the corrected sampling keeps k with "
-                   "recall >= " + fixed(sampling_recall_min, 3) + ", and rakv's exact selection is " +
-                   (exact_speedup_16k > 0 ? fixed(exact_speedup_16k, 2) + "x torch.topk at T=16384 and " : "") +
-                   fixed(exact_speedup_max_t, 2) + "x at T=" + std::to_string(max_t) + " with recall 1";
+  result.notes.push_back(
+      "audit_sampling is the audit's code as written: it selects k_sample = k * sample / T "
+      "positions, so its speed is that of a 50x smaller selection. sampling is the corrected "
+      "method (exactly k positions, recency window kept); exact is rakv's radix selection.");
+  result.verdict =
+      "refuted: " + defect.str() +
+      " (a 2% selection, not a faster top-k); the corrected sampling keeps k with "
+      "recall >= " +
+      fixed(sampling_recall_min, 3) + ", and rakv's exact selection is " +
+      (exact_speedup_16k > 0 ? fixed(exact_speedup_16k, 2) + "x torch.topk at T=16384 and " : "") +
+      fixed(exact_speedup_max_t, 2) + "x at T=" + std::to_string(max_t) + " with recall 1";
   return result;
 }
 
-FindingResult measure_concat(const AuditOptions& options, const std::vector<int64_t>& sizes, const Tick& tick) {
+FindingResult measure_concat(const AuditOptions& options, const std::vector<int64_t>& sizes,
+                             const Tick& tick) {
   const Context ctx = make_context(options);
   FindingResult result;
   result.id = "concat";
   result.title = "3. Concatenation overhead";
-  result.audit_claim = "torch.cat 0.019 ms vs a pre-allocated fill 0.016 ms: 1.12x, marginal; skip.";
+  result.audit_claim =
+      "torch.cat 0.019 ms vs a pre-allocated fill 0.016 ms: 1.12x, marginal; skip.";
   result.columns = {"T", "variant", "median_ms", "speedup_vs_cat", "correct"};
   const int64_t r = options.reciprocal_rank;
   const int64_t d_std = options.head_dim - r;
@@ -305,27 +344,31 @@ FindingResult measure_concat(const AuditOptions& options, const std::vector<int6
     const double fill_ms = ctx.time_ms(fill);
     fill();
     const bool equal = torch::equal(buffer, torch::cat({a, b}, -1));
-    if (!equal) result.failures.push_back("pre-allocated fill differs from cat at T=" + std::to_string(t));
+    if (!equal)
+      result.failures.push_back("pre-allocated fill differs from cat at T=" + std::to_string(t));
     result.rows.push_back({std::to_string(t), "cat", fixed(cat_ms, 4), "1.00x", "yes"});
-    result.rows.push_back({std::to_string(t), "preallocated_fill", fixed(fill_ms, 4), fixed(cat_ms / fill_ms, 2) + "x",
-                           equal ? "yes" : "NO"});
+    result.rows.push_back({std::to_string(t), "preallocated_fill", fixed(fill_ms, 4),
+                           fixed(cat_ms / fill_ms, 2) + "x", equal ? "yes" : "NO"});
     result.series["cat"].emplace_back(t, cat_ms);
     result.series["preallocated_fill"].emplace_back(t, fill_ms);
     lo = std::min(lo, cat_ms / fill_ms);
     hi = std::max(hi, cat_ms / fill_ms);
   }
-  const std::string measured = "a pre-allocated fill is " + range_text(lo, hi, "x") + " the speed of cat (audit: 1.12x)";
+  const std::string measured =
+      "a pre-allocated fill is " + range_text(lo, hi, "x") + " the speed of cat (audit: 1.12x)";
   result.verdict = (hi < 1.5 ? "confirmed (marginal): " : "changed: ") + measured +
                    "; rakv's fused gate scaling needs no concatenation at all";
   return result;
 }
 
-FindingResult measure_gather(const AuditOptions& options, const std::vector<int64_t>& sizes, const Tick& tick) {
+FindingResult measure_gather(const AuditOptions& options, const std::vector<int64_t>& sizes,
+                             const Tick& tick) {
   const Context ctx = make_context(options);
   FindingResult result;
   result.id = "gather";
   result.title = "4. Gather operations (K/V selection)";
-  result.audit_claim = "gather for KV selection: 0.025 ms; already optimized by PyTorch, no faster alternative.";
+  result.audit_claim =
+      "gather for KV selection: 0.025 ms; already optimized by PyTorch, no faster alternative.";
   result.columns = {"T", "k", "variant", "median_ms", "gb_per_s", "correct"};
   double worst_share = 1e30;
   for (int64_t t : sizes) {
@@ -333,8 +376,9 @@ FindingResult measure_gather(const AuditOptions& options, const std::vector<int6
     const torch::Tensor keys = torch::randn(ctx.heads_shape(t, options.head_dim), ctx.tensor);
     const torch::Tensor values = torch::randn(ctx.heads_shape(t, options.head_dim), ctx.tensor);
     const int64_t k = ops::kv_keep_count(t, 0.38, 64);
-    const torch::Tensor importance =
-        torch::rand({options.batch, options.heads, t}, torch::TensorOptions().device(options.device)) + 1e-6;
+    const torch::Tensor importance = torch::rand({options.batch, options.heads, t},
+                                                 torch::TensorOptions().device(options.device)) +
+                                     1e-6;
     const torch::Tensor index = ops::kv_select(importance, k, 64, ops::TopkMethod::kExact, 0.02, 1);
     const torch::Tensor expanded = index.unsqueeze(-1).expand({-1, -1, -1, options.head_dim});
     torch::Tensor gathered_k;
@@ -347,33 +391,43 @@ FindingResult measure_gather(const AuditOptions& options, const std::vector<int6
       values.narrow(2, 0, k).clone();
     });
     // Bytes that must move: read and write k rows of K and V, read the indices.
-    const double bytes = 2.0 * 2.0 * static_cast<double>(options.batch * options.heads * k * options.head_dim) * ctx.element_size();
+    const double bytes = 2.0 * 2.0 *
+                         static_cast<double>(options.batch * options.heads * k * options.head_dim) *
+                         ctx.element_size();
     const double gather_gbs = bytes / (gather_ms * 1e6);
     const double copy_gbs = bytes / (copy_ms * 1e6);
     const bool equal = torch::equal(gathered_k[0][0], keys[0][0].index_select(0, index[0][0]));
-    if (!equal) result.failures.push_back("gather differs from index_select at T=" + std::to_string(t));
-    result.rows.push_back({std::to_string(t), std::to_string(k), "gather", fixed(gather_ms, 4), fixed(gather_gbs, 1), equal ? "yes" : "NO"});
-    result.rows.push_back({std::to_string(t), std::to_string(k), "contiguous_copy", fixed(copy_ms, 4), fixed(copy_gbs, 1), "yes (bound)"});
+    if (!equal)
+      result.failures.push_back("gather differs from index_select at T=" + std::to_string(t));
+    result.rows.push_back({std::to_string(t), std::to_string(k), "gather", fixed(gather_ms, 4),
+                           fixed(gather_gbs, 1), equal ? "yes" : "NO"});
+    result.rows.push_back({std::to_string(t), std::to_string(k), "contiguous_copy",
+                           fixed(copy_ms, 4), fixed(copy_gbs, 1), "yes (bound)"});
     result.series["gather"].emplace_back(t, gather_ms);
     result.series["contiguous_copy"].emplace_back(t, copy_ms);
     worst_share = std::min(worst_share, gather_gbs / copy_gbs);
   }
-  result.notes.push_back("contiguous_copy moves the same bytes without indexing: the bandwidth bound a better gather "
-                         "could approach.");
-  result.verdict = std::string(worst_share >= 0.5 ? "confirmed: " : "changed: ") + "the gather reaches at least " +
-                   fixed(100 * worst_share, 0) + "% of a plain copy of the same bytes" +
-                   (worst_share >= 0.5 ? "; little is left to gain" : "; an indexed-copy kernel could gain up to " +
-                                                                          fixed(1 / worst_share, 1) + "x");
+  result.notes.push_back(
+      "contiguous_copy moves the same bytes without indexing: the bandwidth bound a better gather "
+      "could approach.");
+  result.verdict = std::string(worst_share >= 0.5 ? "confirmed: " : "changed: ") +
+                   "the gather reaches at least " + fixed(100 * worst_share, 0) +
+                   "% of a plain copy of the same bytes" +
+                   (worst_share >= 0.5 ? "; little is left to gain"
+                                       : "; an indexed-copy kernel could gain up to " +
+                                             fixed(1 / worst_share, 1) + "x");
   return result;
 }
 
-FindingResult measure_importance(const AuditOptions& options, const std::vector<int64_t>& sizes, const Tick& tick) {
+FindingResult measure_importance(const AuditOptions& options, const std::vector<int64_t>& sizes,
+                                 const Tick& tick) {
   const Context ctx = make_context(options);
   FindingResult result;
   result.id = "importance";
   result.title = "5. Importance without a T x T matrix (B=1)";
   result.audit_claim =
-      "(not in the audit) the reference computes importance from a materialised B*H*T^2 softmax: 44.8 ms and 30 GiB "
+      "(not in the audit) the reference computes importance from a materialised B*H*T^2 softmax: "
+      "44.8 ms and 30 GiB "
       "at T=16K on an H100, out of memory at 32K.";
   result.columns = {"T", "variant", "median_ms", "peak_mib", "max_rel_diff", "status"};
   const int64_t h = options.heads;
@@ -386,9 +440,11 @@ FindingResult measure_importance(const AuditOptions& options, const std::vector<
     tick("importance T=" + std::to_string(t));
     const torch::Tensor q = torch::randn({1, h, t, d}, ctx.tensor);
     const torch::Tensor k = torch::randn({1, h, t, d}, ctx.tensor);
-    const int repeats = t >= 8192 && !options.device.is_cuda() ? std::min(ctx.repeats, 2) : ctx.repeats;
+    const int repeats =
+        t >= 8192 && !options.device.is_cuda() ? std::min(ctx.repeats, 2) : ctx.repeats;
     const auto time = [&](const std::function<void()>& work) {
-      return util::time_operation(work, t >= 8192 ? 0 : ctx.warmup, repeats, options.device).median_ms;
+      return util::time_operation(work, t >= 8192 ? 0 : ctx.warmup, repeats, options.device)
+          .median_ms;
     };
     torch::Tensor streaming;
     probe.reset();
@@ -397,13 +453,17 @@ FindingResult measure_importance(const AuditOptions& options, const std::vector<
     const double streaming_ms = time([&] { ops::kv_importance(q, k, true, 0, 0.0); });
 
     // scores (input dtype) + float32 probabilities + the masked copy
-    const double materialised_bytes = static_cast<double>(h) * t * t * (2 * 4.0 + ctx.element_size());
+    const double materialised_bytes =
+        static_cast<double>(h) * t * t * (2 * 4.0 + ctx.element_size());
     std::string diff = "-";
     if (ctx.fits(materialised_bytes)) {
       const auto materialised = [&] {
-        torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)).to(torch::kFloat32) / std::sqrt(static_cast<double>(d));
-        scores.masked_fill_(torch::ones({t, t}, torch::TensorOptions().dtype(torch::kBool).device(options.device)).triu(1),
-                            -std::numeric_limits<float>::infinity());
+        torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)).to(torch::kFloat32) /
+                               std::sqrt(static_cast<double>(d));
+        scores.masked_fill_(
+            torch::ones({t, t}, torch::TensorOptions().dtype(torch::kBool).device(options.device))
+                .triu(1),
+            -std::numeric_limits<float>::infinity());
         return torch::softmax(scores, -1).sum(2) / (t - torch::arange(t, scores.options()));
       };
       probe.reset();
@@ -413,37 +473,45 @@ FindingResult measure_importance(const AuditOptions& options, const std::vector<
       const double rel = relative_difference(streaming, reference);
       diff = scientific(rel);
       if (rel > ctx.tolerance() * 10) {
-        result.failures.push_back("streaming importance differs from the materialised one by " + diff + " at T=" +
-                                  std::to_string(t));
+        result.failures.push_back("streaming importance differs from the materialised one by " +
+                                  diff + " at T=" + std::to_string(t));
       }
-      result.rows.push_back({std::to_string(t), "materialised", fixed(ms, 3), fixed(peak, 1), "-", "ok"});
+      result.rows.push_back(
+          {std::to_string(t), "materialised", fixed(ms, 3), fixed(peak, 1), "-", "ok"});
       result.series["materialised"].emplace_back(t, ms);
     } else {
-      const std::string status = "out of memory: needs " + gib(materialised_bytes) + ", " +
-                                 gib(static_cast<double>(util::available_memory_bytes(options.device))) + " available";
-      if (first_oom.empty()) first_oom = "T=" + std::to_string(t);
+      const std::string status =
+          "out of memory: needs " + gib(materialised_bytes) + ", " +
+          gib(static_cast<double>(util::available_memory_bytes(options.device))) + " available";
+      if (first_oom.empty())
+        first_oom = "T=" + std::to_string(t);
       result.rows.push_back({std::to_string(t), "materialised", "-", "-", "-", status});
     }
-    result.rows.push_back({std::to_string(t), "streaming", fixed(streaming_ms, 3), fixed(streaming_peak, 1), diff, "ok"});
+    result.rows.push_back({std::to_string(t), "streaming", fixed(streaming_ms, 3),
+                           fixed(streaming_peak, 1), diff, "ok"});
     result.series["streaming"].emplace_back(t, streaming_ms);
     longest_streaming = t;
     longest_peak_mib = streaming_peak;
   }
-  result.notes.push_back("streaming: rakv::ops::kv_importance with exposure correction (row log-sum-exp pass, then "
-                         "column-mass pass), memory O(B*H*T); peak_mib is the extra memory of one call.");
-  result.verdict = "changed: the materialised importance needs B*H*T^2 memory" +
-                   (first_oom.empty() ? std::string("") : " and runs out of memory from " + first_oom) +
-                   "; rakv's streaming op runs up to T=" + std::to_string(longest_streaming) + " in " +
-                   fixed(longest_peak_mib, 1) + " MiB";
+  result.notes.push_back(
+      "streaming: rakv::ops::kv_importance with exposure correction (row log-sum-exp pass, then "
+      "column-mass pass), memory O(B*H*T); peak_mib is the extra memory of one call.");
+  result.verdict =
+      "changed: the materialised importance needs B*H*T^2 memory" +
+      (first_oom.empty() ? std::string("") : " and runs out of memory from " + first_oom) +
+      "; rakv's streaming op runs up to T=" + std::to_string(longest_streaming) + " in " +
+      fixed(longest_peak_mib, 1) + " MiB";
   return result;
 }
 
-FindingResult measure_attention(const AuditOptions& options, const std::vector<int64_t>& sizes, const Tick& tick) {
+FindingResult measure_attention(const AuditOptions& options, const std::vector<int64_t>& sizes,
+                                const Tick& tick) {
   const Context ctx = make_context(options);
   FindingResult result;
   result.id = "attention";
   result.title = "6. RA attention vs plain causal attention";
-  result.audit_claim = "(not in the audit) what each gate-scaling implementation adds to one attention call.";
+  result.audit_claim =
+      "(not in the audit) what each gate-scaling implementation adds to one attention call.";
   result.columns = {"T", "variant", "median_ms", "overhead_vs_plain", "max_rel_diff", "correct"};
   const int64_t r = options.reciprocal_rank;
   const GateFixture fixture = gate_fixture(ctx);
@@ -451,12 +519,15 @@ FindingResult measure_attention(const AuditOptions& options, const std::vector<i
   std::map<std::string, double> worst;
   for (int64_t t : sizes) {
     tick("attention T=" + std::to_string(t));
-    const double tensor_bytes = static_cast<double>(options.batch * options.heads * t * options.head_dim) * ctx.element_size();
+    const double tensor_bytes =
+        static_cast<double>(options.batch * options.heads * t * options.head_dim) *
+        ctx.element_size();
     const double attention_bytes = options.device.is_cuda() || TORCH_VERSION_MAJOR >= 2
                                        ? 4 * tensor_bytes
                                        : 3.0 * options.batch * options.heads * t * t * 4.0;
-    if (!ctx.fits(attention_bytes + 5 * tensor_bytes)) {
-      result.rows.push_back({std::to_string(t), "all", "-", "-", "-", "skipped: needs " + gib(attention_bytes + 5 * tensor_bytes)});
+    if (!ctx.fits(2 * attention_bytes + 10 * tensor_bytes)) {
+      result.rows.push_back({std::to_string(t), "all", "-", "-", "-",
+                             "skipped: needs " + gib(2 * attention_bytes + 10 * tensor_bytes)});
       continue;
     }
     const torch::Tensor q = torch::randn(ctx.heads_shape(t, options.head_dim), ctx.tensor);
@@ -477,27 +548,69 @@ FindingResult measure_attention(const AuditOptions& options, const std::vector<i
       ops::fold_reciprocal_gates(fixture.weight, fixture.w_std, fixture.w_rec, options.heads, r);
       ops::causal_attention(q, k, v, 0.0);
     });
-    for (const std::string variant : {"plain", "ra_split_cat", "ra_scale_tensor", "ra_fused"}) {
-      const double overhead = 100.0 * (ms[variant] / ms["plain"] - 1.0);
-      const std::string gate = variant == "plain" ? "" : variant.substr(3);
-      const double diff = gate.empty() ? 0.0 : relative_difference(logits.at(gate), logits.at("split_cat"));
+    // Training: forward and backward, the gate gradients included (the audit runs without grad).
+    torch::AutoGradMode with_grad(true);
+    const torch::Tensor qg = q.detach().requires_grad_();
+    const torch::Tensor kg = k.detach().requires_grad_();
+    const torch::Tensor vg = v.detach().requires_grad_();
+    const torch::Tensor w_std = fixture.w_std.detach().requires_grad_();
+    const torch::Tensor w_rec = fixture.w_rec.detach().requires_grad_();
+    const torch::Tensor weight = fixture.weight.detach().requires_grad_();
+    const torch::Tensor grad_out = torch::randn_like(q);
+    const torch::Tensor grad_weight = torch::randn_like(fixture.weight);
+    ms["plain_fwd_bwd"] = ctx.time_ms([&] {
+      torch::autograd::grad({ops::causal_attention(qg, kg, vg, 0.0)}, {qg, kg, vg}, {grad_out});
+    });
+    ms["ra_scale_tensor_fwd_bwd"] = ctx.time_ms([&] {
+      const auto [qs, ks] = scale_tensor(qg, kg, w_std, w_rec, r);
+      torch::autograd::grad({ops::causal_attention(qs, ks, vg, 0.0)}, {qg, kg, vg, w_std, w_rec},
+                            {grad_out});
+    });
+    // The fold's backward turns the projection's weight gradient into the gate gradients.
+    ms["ra_fused_fwd_bwd"] = ctx.time_ms([&] {
+      const torch::Tensor folded =
+          ops::fold_reciprocal_gates(weight, w_std, w_rec, options.heads, r);
+      torch::autograd::grad({ops::causal_attention(qg, kg, vg, 0.0), folded},
+                            {qg, kg, vg, weight, w_std, w_rec}, {grad_out, grad_weight});
+    });
+    for (const std::string variant :
+         {"plain", "ra_split_cat", "ra_scale_tensor", "ra_fused", "plain_fwd_bwd",
+          "ra_scale_tensor_fwd_bwd", "ra_fused_fwd_bwd"}) {
+      const bool training = variant.ends_with("_fwd_bwd");
+      const std::string base = training ? "plain_fwd_bwd" : "plain";
+      const double overhead = 100.0 * (ms[variant] / ms[base] - 1.0);
+      const std::string gate =
+          variant == base ? ""
+                          : variant.substr(3, variant.size() - 3 -
+                                                  (training ? std::string("_fwd_bwd").size() : 0));
+      const double diff =
+          gate.empty() ? 0.0 : relative_difference(logits.at(gate), logits.at("split_cat"));
       result.rows.push_back({std::to_string(t), variant, fixed(ms[variant], 3),
-                             variant == "plain" ? "-" : fixed(overhead, 2) + "%",
-                             gate.empty() ? "-" : scientific(diff), diff <= ctx.tolerance() ? "yes" : "NO"});
+                             variant == base ? "-" : fixed(overhead, 2) + "%",
+                             gate.empty() ? "-" : scientific(diff),
+                             diff <= ctx.tolerance() ? "yes" : "NO"});
       result.series[variant].emplace_back(t, ms[variant]);
-      if (!gate.empty()) worst[variant] = std::max(worst[variant], overhead);
+      if (!gate.empty())
+        worst[variant] = std::max(worst[variant], overhead);
     }
   }
   if (worst.empty()) {
     result.verdict = "not measured (every size skipped)";
   } else {
-    result.verdict = "rakv's fused RA adds at most " + fixed(worst["ra_fused"], 2) + "% to plain causal attention (" +
-                     "split_cat " + fixed(worst["ra_split_cat"], 2) + "%, scale_tensor " +
-                     fixed(worst["ra_scale_tensor"], 2) + "%)";
+    result.verdict = "rakv's fused RA adds at most " + fixed(worst["ra_fused"], 2) +
+                     "% to plain causal attention (" + "split_cat " +
+                     fixed(worst["ra_split_cat"], 2) + "%, scale_tensor " +
+                     fixed(worst["ra_scale_tensor"], 2) + "%); forward + backward: fused " +
+                     fixed(worst["ra_fused_fwd_bwd"], 2) + "%, scale_tensor " +
+                     fixed(worst["ra_scale_tensor_fwd_bwd"], 2) + "%";
   }
-  result.notes.push_back("Timings include the gate work and one causal attention call (SDPA on LibTorch 2.x, the "
-                         "materialised softmax on LibTorch 1.13); the overhead of a few percent is within timing "
-                         "noise on a shared CPU.");
+  result.notes.push_back(
+      "The *_fwd_bwd rows time forward + backward (gradients of q, k, v and of the gates; for "
+      "fused, the fold's backward from a projection weight gradient) against plain_fwd_bwd.");
+  result.notes.push_back(
+      "Timings include the gate work and one causal attention call (SDPA on LibTorch 2.x, the "
+      "materialised softmax on LibTorch 1.13); the overhead of a few percent is within timing "
+      "noise on a shared CPU.");
   return result;
 }
 

@@ -7,62 +7,63 @@
 namespace rakv::nn {
 
 PruneMode parse_prune_mode(const std::string& name) {
-  if (name == "v_only") return PruneMode::kVOnly;
-  if (name == "kv_scores_reuse") return PruneMode::kKVScoresReuse;
-  if (name == "legacy") return PruneMode::kLegacy;
-  TORCH_CHECK(false, "unknown KV pruning mode '", name, "' (expected v_only, kv_scores_reuse or legacy)");
+  if (name == "v_only")
+    return PruneMode::kVOnly;
+  if (name == "kv_scores_reuse")
+    return PruneMode::kKVScoresReuse;
+  if (name == "legacy")
+    return PruneMode::kLegacy;
+  TORCH_CHECK(false, "unknown KV pruning mode '", name,
+              "' (expected v_only, kv_scores_reuse or legacy)");
 }
 
 std::string to_string(PruneMode mode) {
   switch (mode) {
-    case PruneMode::kVOnly: return "v_only";
-    case PruneMode::kKVScoresReuse: return "kv_scores_reuse";
-    case PruneMode::kLegacy: return "legacy";
+    case PruneMode::kVOnly:
+      return "v_only";
+    case PruneMode::kKVScoresReuse:
+      return "kv_scores_reuse";
+    case PruneMode::kLegacy:
+      return "legacy";
   }
   return "?";
 }
 
-namespace {
-
-// visible[i, j] = j <= offset + i: causal visibility of `rows` queries starting at `offset`.
-torch::Tensor causal_visibility(int64_t rows, int64_t keys, int64_t offset, const torch::Device& device) {
-  const auto options = torch::TensorOptions().dtype(torch::kInt64).device(device);
-  return torch::arange(keys, options).view({1, keys}) <= (torch::arange(rows, options) + offset).view({rows, 1});
-}
-
-}  // namespace
-
-PrunedKVAttentionImpl::PrunedKVAttentionImpl(const PrunedKVAttentionOptions& options) : options_(options) {
-  TORCH_CHECK(options.n_head > 0 && options.n_embd % options.n_head == 0, "n_embd (", options.n_embd,
-              ") must be divisible by n_head (", options.n_head, ")");
-  TORCH_CHECK(options.keep_ratio > 0 && options.keep_ratio <= 1, "KV keep ratio must be in (0, 1], got ",
-              options.keep_ratio);
+PrunedKVAttentionImpl::PrunedKVAttentionImpl(const PrunedKVAttentionOptions& options)
+    : options_(options) {
+  TORCH_CHECK(options.n_head > 0 && options.n_embd % options.n_head == 0, "n_embd (",
+              options.n_embd, ") must be divisible by n_head (", options.n_head, ")");
+  TORCH_CHECK(options.keep_ratio > 0 && options.keep_ratio <= 1,
+              "KV keep ratio must be in (0, 1], got ", options.keep_ratio);
   TORCH_CHECK(options.k_min >= 1, "KV k_min must be >= 1, got ", options.k_min);
   TORCH_CHECK(options.fixed_k_keep >= 0, "fixed k_keep must be >= 0, got ", options.fixed_k_keep);
   TORCH_CHECK(options.recency >= 0, "KV recency window must be >= 0, got ", options.recency);
   TORCH_CHECK(options.interval >= 0, "KV pruning interval must be >= 0, got ", options.interval);
-  TORCH_CHECK(options.ema_momentum >= 0 && options.ema_momentum < 1, "EMA momentum must be in [0, 1), got ",
-              options.ema_momentum);
+  TORCH_CHECK(options.ema_momentum >= 0 && options.ema_momentum < 1,
+              "EMA momentum must be in [0, 1), got ", options.ema_momentum);
   TORCH_CHECK(options.ema_update_every >= 1, "EMA update interval must be >= 1");
-  TORCH_CHECK(options.sample_fraction > 0 && options.sample_fraction <= 1, "sample fraction must be in (0, 1], got ",
-              options.sample_fraction);
+  TORCH_CHECK(options.sample_fraction > 0 && options.sample_fraction <= 1,
+              "sample fraction must be in (0, 1], got ", options.sample_fraction);
   const int64_t c = options.n_embd;
-  c_attn = register_module("c_attn", torch::nn::Linear(torch::nn::LinearOptions(c, 3 * c).bias(false)));
+  c_attn =
+      register_module("c_attn", torch::nn::Linear(torch::nn::LinearOptions(c, 3 * c).bias(false)));
   c_proj = register_module("c_proj", torch::nn::Linear(torch::nn::LinearOptions(c, c).bias(false)));
 }
 
 int64_t PrunedKVAttentionImpl::keep_count(int64_t prefix) const {
-  if (options_.fixed_k_keep > 0) return std::min(prefix, options_.fixed_k_keep);
+  if (options_.fixed_k_keep > 0)
+    return std::min(prefix, options_.fixed_k_keep);
   return ops::kv_keep_count(prefix, options_.keep_ratio, options_.k_min);
 }
 
 int64_t PrunedKVAttentionImpl::interval_for(int64_t t) const {
-  if (options_.interval > 0) return options_.interval;
+  if (options_.interval > 0)
+    return options_.interval;
   return std::max<int64_t>({1, options_.recency, (t + 31) / 32});
 }
 
-torch::Tensor PrunedKVAttentionImpl::prefix_importance(const torch::Tensor& chunk_mass, int64_t chunk,
-                                                       int64_t prefix) {
+torch::Tensor PrunedKVAttentionImpl::prefix_importance(const torch::Tensor& chunk_mass,
+                                                       int64_t chunk, int64_t prefix) {
   // Mass the queries before `prefix` (whole chunks, since prefix is a chunk start) paid each key.
   const torch::Tensor mass = chunk_mass.narrow(2, 0, prefix / chunk).sum(2).narrow(2, 0, prefix);
   torch::Tensor denominator;
@@ -74,7 +75,8 @@ torch::Tensor PrunedKVAttentionImpl::prefix_importance(const torch::Tensor& chun
   torch::Tensor importance = mass / denominator;
   if (options_.ema_momentum > 0 && ema_profile_.defined() && ema_profile_.size(1) >= prefix) {
     const double m = options_.ema_momentum;
-    importance = (1 - m) * importance + m * ema_profile_.narrow(1, 0, prefix).unsqueeze(0).to(importance.dtype());
+    importance = (1 - m) * importance +
+                 m * ema_profile_.narrow(1, 0, prefix).unsqueeze(0).to(importance.dtype());
   }
   return importance;
 }
@@ -82,13 +84,14 @@ torch::Tensor PrunedKVAttentionImpl::prefix_importance(const torch::Tensor& chun
 torch::Tensor PrunedKVAttentionImpl::select(const torch::Tensor& importance, int64_t prefix) {
   const bool sample = options_.use_sampling && prefix > options_.sampling_threshold;
   return ops::kv_select(importance.contiguous(), keep_count(prefix), options_.recency,
-                        sample ? ops::TopkMethod::kSampling : ops::TopkMethod::kExact, options_.sample_fraction,
-                        options_.seed + static_cast<uint64_t>(calls_));
+                        sample ? ops::TopkMethod::kSampling : ops::TopkMethod::kExact,
+                        options_.sample_fraction, options_.seed + static_cast<uint64_t>(calls_));
 }
 
 void PrunedKVAttentionImpl::update_ema(const torch::Tensor& chunk_mass) {
   const int64_t t = chunk_mass.size(3);
-  if (ema_profile_.defined() && calls_ % options_.ema_update_every != 0) return;
+  if (ema_profile_.defined() && calls_ % options_.ema_update_every != 0)
+    return;
   const torch::Tensor mass = chunk_mass.sum(2);
   const torch::Tensor denominator = options_.exposure_correction
                                         ? (t - torch::arange(t, mass.options()))
@@ -111,7 +114,8 @@ torch::Tensor PrunedKVAttentionImpl::forward(const torch::Tensor& x) {
   const int64_t chunk = interval_for(t);
   last_selection_ = Selection{};
   last_selection_.interval = chunk;
-  // The first chunk start at which the budget is smaller than the prefix; before it, plain attention.
+  // The first chunk start at which the budget is smaller than the prefix; before it, plain
+  // attention.
   int64_t first_pruned = t;
   for (int64_t s = chunk; s < t; s += chunk) {
     if (keep_count(s) < s) {
@@ -124,13 +128,17 @@ torch::Tensor PrunedKVAttentionImpl::forward(const torch::Tensor& x) {
   if (first_pruned < t || update_profile) {
     chunk_mass = ops::kv_chunk_column_mass(q.detach(), k.detach(), chunk);
   }
-  if (ema_profile_.defined() && ema_profile_.size(1) != t) ema_profile_ = torch::Tensor();
+  if (ema_profile_.defined() && ema_profile_.size(1) != t)
+    ema_profile_ = torch::Tensor();
 
   std::vector<torch::Tensor> outputs;
   if (first_pruned > 0) {
-    outputs.push_back(ops::causal_attention(q.narrow(2, 0, first_pruned), k.narrow(2, 0, first_pruned),
+    outputs.push_back(ops::causal_attention(q.narrow(2, 0, first_pruned),
+                                            k.narrow(2, 0, first_pruned),
                                             v.narrow(2, 0, first_pruned), 0.0));
   }
+  // Each pruned chunk attends to its own key set, whose last keys are the chunk's own positions.
+  std::vector<torch::Tensor> q_chunks, k_sets, v_sets;
   for (int64_t s = first_pruned; s < t; s += chunk) {
     const int64_t rows = std::min(chunk, t - s);
     const int64_t end = s + rows;
@@ -141,29 +149,25 @@ torch::Tensor PrunedKVAttentionImpl::forward(const torch::Tensor& x) {
     }
     last_selection_.chunk_starts.push_back(s);
     last_selection_.kept.push_back(kept);
-    const torch::Tensor q_chunk = q.narrow(2, s, rows);
-    const torch::Tensor causal = causal_visibility(rows, end, s, x.device());
-    if (options_.mode == PruneMode::kLegacy) {
-      // Gather the visible keys (kept ones + this chunk) and recompute the scores over them.
-      const torch::Tensor own = torch::arange(s, end, kept.options()).expand({kept.size(0), h, rows});
-      const torch::Tensor index = torch::cat({kept, own}, 2);
-      const torch::Tensor gather_index = index.unsqueeze(-1).expand({-1, -1, -1, q.size(3)});
-      const torch::Tensor visible = index.unsqueeze(2) <= (torch::arange(rows, kept.options()) + s).view({1, 1, rows, 1});
-      outputs.push_back(ops::masked_attention(q_chunk, k.gather(2, gather_index), v.gather(2, gather_index), visible));
-      continue;
-    }
-    torch::Tensor keep = torch::zeros({kept.size(0), h, end}, kept.options().dtype(torch::kBool));
-    keep.narrow(2, s, rows).fill_(true);
-    keep.scatter_(2, kept, true);
-    const torch::Tensor k_prefix = k.narrow(2, 0, end);
-    const torch::Tensor v_prefix = v.narrow(2, 0, end);
+    q_chunks.push_back(q.narrow(2, s, rows));
     if (options_.mode == PruneMode::kVOnly) {
-      // Normalised over every causal key; only the kept ones contribute their value.
-      outputs.push_back(ops::masked_attention(q_chunk, k_prefix, v_prefix * keep.unsqueeze(-1).to(v.dtype()), causal));
+      // Normalised over every causal key; only the kept ones (and the chunk's own) contribute a
+      // value.
+      torch::Tensor keep = torch::zeros({kept.size(0), h, end}, kept.options().dtype(torch::kBool));
+      keep.narrow(2, s, rows).fill_(true);
+      keep.scatter_(2, kept, true);
+      k_sets.push_back(k.narrow(2, 0, end));
+      v_sets.push_back(v.narrow(2, 0, end) * keep.unsqueeze(-1).to(v.dtype()));
     } else {
-      outputs.push_back(ops::masked_attention(q_chunk, k_prefix, v_prefix, causal.logical_and(keep.unsqueeze(2))));
+      // kv_scores_reuse and legacy: the softmax over the kept keys only, so only they are gathered
+      // (a pruned key's score would be masked out anyway).
+      const torch::Tensor gather_index = kept.unsqueeze(-1).expand({-1, -1, -1, q.size(3)});
+      k_sets.push_back(torch::cat({k.gather(2, gather_index), k.narrow(2, s, rows)}, 2));
+      v_sets.push_back(torch::cat({v.gather(2, gather_index), v.narrow(2, s, rows)}, 2));
     }
   }
+  for (torch::Tensor& out : ops::chunked_causal_attention(q_chunks, k_sets, v_sets))
+    outputs.push_back(std::move(out));
   // The profile learns from this batch only after its selections: a sequence never sees the
   // importance of its batch mates or of its own future.
   if (update_profile) {
@@ -177,7 +181,8 @@ torch::Tensor PrunedKVAttentionImpl::forward(const torch::Tensor& x) {
 
 torch::Tensor PrunedKVAttentionImpl::forward_cached(const torch::Tensor& x, LayerKVCache& cache) {
   const auto qkv = c_attn(x).split(options_.n_embd, -1);
-  cache.append(ops::split_heads(qkv[1], options_.n_head), ops::split_heads(qkv[2], options_.n_head));
+  cache.append(ops::split_heads(qkv[1], options_.n_head),
+               ops::split_heads(qkv[2], options_.n_head));
   const torch::Tensor out = cache.attend(ops::split_heads(qkv[0], options_.n_head));
   return c_proj(ops::merge_heads(out));
 }

@@ -33,6 +33,8 @@ run_stage() {
   rc=$?
   note "stage $name: exit $rc after $((SECONDS - start)) s"
   tail -n 25 "$RESULTS/$name.log" | sed "s/^/  [$name] /" | tee -a "$SUMMARY"
+  # Archived after every stage, so that a run stopped at the time limit still returns its logs.
+  tar -czf "$OUT/results.tar.gz" -C "$RESULTS" .
   return $rc
 }
 

@@ -152,6 +152,77 @@ TEST(CudaOps, PrunedKVAttentionMatchesTheCpu) {
   }
 }
 
+// The one-call variable-length FlashAttention path: half precision against the float64 formula,
+// forward and gradients, chunks of unequal lengths (including one query and Tq = Lk).
+TEST(CudaOps, ChunkedCausalAttentionVarlenMatchesTheFloat64Reference) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(78);
+  for (auto dtype : {torch::kFloat16, torch::kBFloat16}) {
+    const std::vector<std::pair<int64_t, int64_t>> shapes = {
+        {64, 64}, {37, 300}, {1, 129}, {128, 700}};
+    std::vector<torch::Tensor> q, k, v;
+    for (const auto& [rows, keys] : shapes) {
+      q.push_back(torch::randn({2, 3, rows, 64}, torch::TensorOptions().dtype(dtype).device(kCuda))
+                      .requires_grad_());
+      k.push_back(torch::randn({2, 3, keys, 64}, torch::TensorOptions().dtype(dtype).device(kCuda))
+                      .requires_grad_());
+      v.push_back(torch::randn({2, 3, keys, 64}, torch::TensorOptions().dtype(dtype).device(kCuda))
+                      .requires_grad_());
+    }
+    const std::vector<torch::Tensor> out = rakv::ops::chunked_causal_attention(q, k, v);
+    const double tolerance = dtype == torch::kFloat16 ? 1e-2 : 4e-2;
+    for (size_t c = 0; c < shapes.size(); ++c) {
+      const torch::Tensor qd = q[c].detach().to(torch::kFloat64).requires_grad_();
+      const torch::Tensor kd = k[c].detach().to(torch::kFloat64).requires_grad_();
+      const torch::Tensor vd = v[c].detach().to(torch::kFloat64).requires_grad_();
+      const torch::Tensor reference = rakv::testing::chunk_attention_reference(qd, kd, vd);
+      EXPECT_LT(relative_error(out[c], reference), tolerance) << dtype << " chunk " << c;
+      const torch::Tensor upstream = torch::randn_like(reference);
+      const auto got =
+          torch::autograd::grad({out[c]}, {q[c], k[c], v[c]}, {upstream.to(dtype)}, true);
+      const auto want = torch::autograd::grad({reference}, {qd, kd, vd}, {upstream});
+      for (size_t i = 0; i < 3; ++i) {
+        EXPECT_LT(relative_error(got[i], want[i]), 2 * tolerance)
+            << dtype << " chunk " << c << " input " << i;
+      }
+    }
+  }
+}
+
+// PrunedKV in bfloat16 on CUDA (the varlen path) against the float32 CPU layer, every mode,
+// forward and weight gradients.
+TEST(CudaOps, PrunedKVAttentionBf16MatchesTheCpuForwardAndBackward) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(79);
+  for (auto mode : {rakv::nn::PruneMode::kVOnly, rakv::nn::PruneMode::kKVScoresReuse,
+                    rakv::nn::PruneMode::kLegacy}) {
+    rakv::nn::PrunedKVAttentionOptions options;
+    options.n_embd = 128;
+    options.n_head = 2;
+    options.mode = mode;
+    options.k_min = 8;
+    options.recency = 8;
+    options.interval = 64;
+    rakv::nn::PrunedKVAttention cpu(options);
+    rakv::nn::PrunedKVAttention gpu(options);
+    for (size_t i = 0; i < cpu->parameters().size(); ++i)
+      gpu->parameters()[i].data().copy_(cpu->parameters()[i].data());
+    gpu->to(kCuda, torch::kBFloat16);
+    const torch::Tensor x = torch::randn({2, 500, 128});
+    const torch::Tensor upstream = torch::randn({2, 500, 128});
+    const torch::Tensor y_cpu = cpu->forward(x);
+    (y_cpu * upstream).sum().backward();
+    const torch::Tensor y_gpu = gpu->forward(x.to(kCuda, torch::kBFloat16));
+    (y_gpu.to(torch::kFloat32) * upstream.to(kCuda)).sum().backward();
+    EXPECT_LT(relative_error(y_gpu.cpu(), y_cpu), 5e-2) << rakv::nn::to_string(mode);
+    for (size_t i = 0; i < cpu->parameters().size(); ++i) {
+      EXPECT_LT(relative_error(gpu->parameters()[i].grad().cpu(), cpu->parameters()[i].grad()),
+                5e-2)
+          << rakv::nn::to_string(mode) << " parameter " << i;
+    }
+  }
+}
+
 TEST(CudaOps, Bf16TrainingStepLowersTheLoss) {
   SKIP_WITHOUT_CUDA();
   torch::manual_seed(76);

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <functional>
+#include <limits>
 #include <string>
 
 namespace rakv::testing {
@@ -34,6 +36,21 @@ inline torch::Tensor finite_difference(const std::function<double()>& f, torch::
     g[i].fill_((plus - minus) / (2 * eps));
   }
   return grad;
+}
+
+// Chunked attention written out in float64: query i of chunk c sees keys 0 .. Lk - Tq + i of
+// its key set (the reference for ops::chunked_causal_attention).
+inline torch::Tensor chunk_attention_reference(const torch::Tensor& q, const torch::Tensor& k,
+                                               const torch::Tensor& v) {
+  const int64_t rows = q.size(2);
+  const int64_t keys = k.size(2);
+  torch::Tensor scores =
+      torch::matmul(q.to(torch::kFloat64), k.to(torch::kFloat64).transpose(-2, -1)) /
+      std::sqrt(static_cast<double>(q.size(3)));
+  const torch::Tensor hidden =
+      torch::ones({rows, keys}, torch::kBool).triu(keys - rows + 1).to(q.device());
+  scores = scores.masked_fill(hidden, -std::numeric_limits<double>::infinity());
+  return torch::matmul(torch::softmax(scores, -1), v.to(torch::kFloat64));
 }
 
 // Expects `f` to throw an exception whose message contains `needle`.

@@ -15,7 +15,8 @@ using rakv::nn::PrunedKVAttentionOptions;
 using rakv::nn::PruneMode;
 using rakv::testing::relative_error;
 
-constexpr PruneMode kAllModes[] = {PruneMode::kVOnly, PruneMode::kKVScoresReuse, PruneMode::kLegacy};
+constexpr PruneMode kAllModes[] = {PruneMode::kVOnly, PruneMode::kKVScoresReuse,
+                                   PruneMode::kLegacy};
 
 PrunedKVAttention make_layer(PruneMode mode, bool exposure = true, int64_t recency = 3) {
   PrunedKVAttentionOptions options;
@@ -35,27 +36,33 @@ PrunedKVAttention make_layer(PruneMode mode, bool exposure = true, int64_t recen
 
 // Keys kept for the queries of the chunk starting at s, by a full stable sort (value desc, index
 // asc) after forcing the recency window: the selection written out from SPEC §3.
-std::vector<int64_t> reference_kept(const std::vector<double>& importance, int64_t keep, int64_t recency) {
+std::vector<int64_t> reference_kept(const std::vector<double>& importance, int64_t keep,
+                                    int64_t recency) {
   const int64_t s = static_cast<int64_t>(importance.size());
   const int64_t forced = s > recency ? std::min(recency, keep) : 0;
   std::vector<int64_t> order(s - forced);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return importance[a] > importance[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return importance[a] > importance[b]; });
   std::vector<int64_t> kept(order.begin(), order.begin() + (keep - forced));
-  for (int64_t j = s - forced; j < s; ++j) kept.push_back(j);
+  for (int64_t j = s - forced; j < s; ++j)
+    kept.push_back(j);
   std::sort(kept.begin(), kept.end());
   return kept;
 }
 
 // The layer's output from the formulas in float64, differentiable in the two weights.
-torch::Tensor reference_output(const torch::Tensor& x, const torch::Tensor& c_attn, const torch::Tensor& c_proj,
-                               PrunedKVAttention& layer) {
+torch::Tensor reference_output(const torch::Tensor& x, const torch::Tensor& c_attn,
+                               const torch::Tensor& c_proj, PrunedKVAttention& layer) {
   const auto& o = layer->options();
   const int64_t b_size = x.size(0), t = x.size(1), c = o.n_embd, h = o.n_head, d = c / h;
   const torch::Tensor qkv = torch::matmul(x.to(torch::kFloat64), c_attn.t());
-  const auto heads = [&](int64_t i) { return qkv.narrow(-1, i * c, c).reshape({b_size, t, h, d}).permute({0, 2, 1, 3}); };
+  const auto heads = [&](int64_t i) {
+    return qkv.narrow(-1, i * c, c).reshape({b_size, t, h, d}).permute({0, 2, 1, 3});
+  };
   const torch::Tensor q = heads(0), k = heads(1), v = heads(2);
-  const torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(d));
+  const torch::Tensor scores =
+      torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(d));
   const torch::Tensor future = torch::ones({t, t}, torch::kBool).triu(1);
   const torch::Tensor probs = torch::softmax(scores.masked_fill(future, -INFINITY), -1);
   const int64_t chunk = layer->interval_for(t);
@@ -76,12 +83,14 @@ torch::Tensor reference_output(const torch::Tensor& x, const torch::Tensor& c_at
                             static_cast<double>(o.exposure_correction ? s - j : s);
           }
           visible.narrow(0, 0, s).fill_(false);
-          for (int64_t j : reference_kept(importance, layer->keep_count(s), o.recency)) visible[j] = true;
+          for (int64_t j : reference_kept(importance, layer->keep_count(s), o.recency))
+            visible[j] = true;
         }
         const torch::Tensor weights =
             o.mode == PruneMode::kVOnly
                 ? probs[b][hh][i] * visible.to(torch::kFloat64)
-                : torch::softmax(scores[b][hh][i].masked_fill(torch::logical_not(visible), -INFINITY), 0);
+                : torch::softmax(
+                      scores[b][hh][i].masked_fill(torch::logical_not(visible), -INFINITY), 0);
         outs.push_back(torch::matmul(weights, v[b][hh]));
       }
       head_rows.push_back(torch::stack(outs));
@@ -100,8 +109,9 @@ TEST_P(PrunedKVModes, MatchesFloat64ReferenceOfItsFormula) {
   PrunedKVAttention layer = make_layer(mode, exposure);
   const torch::Tensor x = torch::randn({2, 23, 16});
   const torch::Tensor y = layer->forward(x);
-  const torch::Tensor ref = reference_output(x, layer->c_attn->weight.detach().to(torch::kFloat64),
-                                             layer->c_proj->weight.detach().to(torch::kFloat64), layer);
+  const torch::Tensor ref =
+      reference_output(x, layer->c_attn->weight.detach().to(torch::kFloat64),
+                       layer->c_proj->weight.detach().to(torch::kFloat64), layer);
   EXPECT_LT(relative_error(y, ref), 1e-5);
   // keep(s) = min(s, max(3, floor(0.4 s))) < s from the second chunk on.
   EXPECT_EQ(layer->last_selection().chunk_starts, (std::vector<int64_t>{5, 10, 15, 20}));
@@ -134,7 +144,8 @@ TEST_P(PrunedKVModes, CausalFutureTokensNeverChangePastOutputs) {
     torch::Tensor changed = x.clone();
     changed.narrow(1, i + 1, 30 - i - 1).normal_();
     const torch::Tensor y2 = layer->forward(changed);
-    EXPECT_TRUE(torch::allclose(y.narrow(1, 0, i + 1), y2.narrow(1, 0, i + 1), 0, 1e-6)) << "position " << i;
+    EXPECT_TRUE(torch::allclose(y.narrow(1, 0, i + 1), y2.narrow(1, 0, i + 1), 0, 1e-6))
+        << "position " << i;
     EXPECT_FALSE(torch::allclose(y.narrow(1, i + 1, 1), y2.narrow(1, i + 1, 1)));
   }
 }
@@ -166,8 +177,9 @@ TEST(PrunedKVAttention, SelectionKeepsTheBudgetAndTheRecencyWindow) {
     const torch::Tensor kept = selection.kept[c];
     EXPECT_EQ(kept.size(2), layer->keep_count(s));
     EXPECT_LT(kept.max().item<int64_t>(), s);
-    EXPECT_TRUE(torch::equal(std::get<0>(kept.sort(-1)), kept));               // ascending
-    EXPECT_TRUE((kept.narrow(2, kept.size(2) - 2, 2) == torch::tensor({s - 2, s - 1})).all().item<bool>());
+    EXPECT_TRUE(torch::equal(std::get<0>(kept.sort(-1)), kept));  // ascending
+    EXPECT_TRUE(
+        (kept.narrow(2, kept.size(2) - 2, 2) == torch::tensor({s - 2, s - 1})).all().item<bool>());
   }
 }
 
@@ -214,11 +226,51 @@ TEST(PrunedKVAttention, EmaProfileBlendsAndResetsOnShapeChange) {
 TEST(PrunedKVAttention, BadOptionsGiveClearErrors) {
   PrunedKVAttentionOptions options;
   options.keep_ratio = 0;
-  rakv::testing::expect_error_containing([&] { PrunedKVAttention{options}; }, "keep ratio must be in (0, 1]");
+  rakv::testing::expect_error_containing([&] { PrunedKVAttention{options}; },
+                                         "keep ratio must be in (0, 1]");
   options.keep_ratio = 0.5;
   options.ema_momentum = 1.0;
-  rakv::testing::expect_error_containing([&] { PrunedKVAttention{options}; }, "EMA momentum must be in [0, 1)");
-  rakv::testing::expect_error_containing([] { rakv::nn::parse_prune_mode("fast"); }, "v_only, kv_scores_reuse or legacy");
+  rakv::testing::expect_error_containing([&] { PrunedKVAttention{options}; },
+                                         "EMA momentum must be in [0, 1)");
+  rakv::testing::expect_error_containing([] { rakv::nn::parse_prune_mode("fast"); },
+                                         "v_only, kv_scores_reuse or legacy");
+}
+
+// Chunks of different lengths, each over its own key set: forward and every gradient against
+// autograd of the float64 formula (the path PrunedKV's pruned chunks take on the CPU).
+TEST(ChunkedCausalAttention, MatchesTheFloat64ReferenceForwardAndBackward) {
+  torch::manual_seed(81);
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{5, 5}, {7, 20}, {1, 9}, {16, 16}};
+  std::vector<torch::Tensor> q, k, v;
+  for (const auto& [rows, keys] : shapes) {
+    q.push_back(torch::randn({2, 3, rows, 8}, torch::kFloat64).requires_grad_());
+    k.push_back(torch::randn({2, 3, keys, 8}, torch::kFloat64).requires_grad_());
+    v.push_back(torch::randn({2, 3, keys, 8}, torch::kFloat64).requires_grad_());
+  }
+  const std::vector<torch::Tensor> out = rakv::ops::chunked_causal_attention(q, k, v);
+  ASSERT_EQ(out.size(), shapes.size());
+  for (size_t c = 0; c < shapes.size(); ++c) {
+    const torch::Tensor reference = rakv::testing::chunk_attention_reference(q[c], k[c], v[c]);
+    EXPECT_LT(relative_error(out[c], reference), 1e-12) << c;
+    const torch::Tensor upstream = torch::randn_like(reference);
+    const auto got = torch::autograd::grad({out[c]}, {q[c], k[c], v[c]}, {upstream}, true);
+    const auto want = torch::autograd::grad({reference}, {q[c], k[c], v[c]}, {upstream});
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_LT(relative_error(got[i], want[i]), 1e-12) << c << " input " << i;
+    }
+  }
+}
+
+TEST(ChunkedCausalAttention, RejectsMismatchedChunks) {
+  const torch::Tensor q = torch::randn({1, 2, 4, 8});
+  rakv::testing::expect_error_containing(
+      [&] {
+        rakv::ops::chunked_causal_attention({q}, {torch::randn({1, 2, 3, 8})},
+                                            {torch::randn({1, 2, 3, 8})});
+      },
+      "has 4 queries but only 3 keys");
+  rakv::testing::expect_error_containing([&] { rakv::ops::chunked_causal_attention({q}, {}, {}); },
+                                         "got 1 query chunks but 0 key and 0 value sets");
 }
 
 }  // namespace

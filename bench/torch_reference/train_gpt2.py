@@ -24,6 +24,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+if not hasattr(F, "scaled_dot_product_attention"):  # PyTorch < 2.0 (e.g. Debian's 1.13, for CPU checks)
+    def _causal_attention(q, k, v, is_causal=True):
+        t = q.shape[-2]
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+        mask = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
+        return torch.softmax(scores.masked_fill(mask, float("-inf")), -1) @ v
+
+    F.scaled_dot_product_attention = _causal_attention
+
 # ----------------------------------------------------------------------------------------------
 # configuration (the subset of rakv's CONFIG_ options these models use)
 DEFAULTS = {
@@ -272,7 +281,8 @@ def main():
     lr = float(cfg["LEARNING_RATE"])
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": float(cfg["WEIGHT_DECAY"])}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr, betas=(float(cfg["BETA1"]), float(cfg["BETA2"])), eps=1e-8, fused=device.type == "cuda")
+        lr=lr, betas=(float(cfg["BETA1"]), float(cfg["BETA2"])), eps=1e-8,
+        **({"fused": True} if device.type == "cuda" else {}))
     step_model = torch.compile(model) if args.compile else model
     batch, block, accum = int(cfg["BATCH_SIZE"]), int(cfg["BLOCK_SIZE"]), int(cfg["GRAD_ACCUM_STEPS"])
     clip = float(cfg["GRAD_CLIP"])

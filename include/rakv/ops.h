@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <tuple>
+#include <vector>
 
 namespace rakv::ops {
 
@@ -64,6 +65,17 @@ torch::Tensor cached_causal_attention(const torch::Tensor& q, const torch::Tenso
 // visible: bool broadcastable to [B, H, Tq, Tk]. A query that sees no key outputs zeros.
 torch::Tensor masked_attention(const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v, const torch::Tensor& visible);
+
+// Attention of several query chunks, each over its own key/value set whose last Tq_c keys are
+// the chunk's own positions (bottom-right causal): query i of chunk c sees keys
+// 0 .. Lk_c - Tq_c + i of its set. q[c]: [B, H, Tq_c, D]; k[c], v[c]: [B, H, Lk_c, D] with
+// Lk_c >= Tq_c; one dtype and device for all. Returns one [B, H, Tq_c, D] per chunk.
+// On CUDA with float16/bfloat16 and D % 8 == 0, D <= 256 (LibTorch >= 2.0) every chunk runs in
+// one variable-length FlashAttention call: memory O(sum of Lk_c), no [Tq_c, Lk_c] mask or score
+// tensor. Elsewhere one masked attention per chunk. Differentiable in q, k and v.
+std::vector<torch::Tensor> chunked_causal_attention(const std::vector<torch::Tensor>& q,
+                                                    const std::vector<torch::Tensor>& k,
+                                                    const std::vector<torch::Tensor>& v);
 
 // Column attention mass per chunk of `chunk` consecutive queries: mass[b, h, c, j] = sum over
 // the queries i of chunk c (i >= j) of P[i, j], with P the causal softmax of q k^T / sqrt(D).
@@ -120,9 +132,10 @@ std::tuple<torch::Tensor, torch::Tensor> monotone_spline_backward(const torch::T
 // scores of one tile of queries at a time go to an O(T) scratch row that yields each row's
 // log-sum-exp and then its column mass exp(s - lse) (kernels/cpu/kv_importance.cpp).
 // q, k: [B, H, T, D], same shape and dtype, any strides (a last dim that is not contiguous is
-// copied); float32 or float64 on the CPU (CUDA builds: ops/cuda/cuda_ops.h). NaN is an error. P = causal softmax(q k^T * scale), scale = 1 / sqrt(D) when
-// scale <= 0. window = 0: all T queries count; window = w > 0: only the last min(w, T) do
-// (SnapKV-style). importance[b, h, j] = sum over counted queries i >= j of P[i, j], divided by
+// copied); float32 or float64 on the CPU (CUDA builds: ops/cuda/cuda_ops.h). NaN is an error. P =
+// causal softmax(q k^T * scale), scale = 1 / sqrt(D) when scale <= 0. window = 0: all T queries
+// count; window = w > 0: only the last min(w, T) do (SnapKV-style). importance[b, h, j] = sum over
+// counted queries i >= j of P[i, j], divided by
 //   exposure_correction ? the number of counted queries that see j (min(T - j, w))
 //                       : the number of counted queries (T or min(w, T)).
 // Returns [B, H, T] in the input dtype; not differentiable. Memory O(B H T + threads T).
@@ -139,9 +152,9 @@ TopkMethod parse_topk_method(const std::string& name);
 std::string to_string(TopkMethod method);
 
 // Positions to keep per (b, h) row of importance [B, H, T] (any strides; float32 or float64 on
-// the CPU, CUDA builds: ops/cuda/cuda_ops.h). Returns int64 [B, H, n], each row ascending, where n = k_keep for exact and
-// sampling and n = max(1, floor(k_keep * sample_size / T)) for audit_sampling (the audit's
-// defect, reproduced on purpose; its rows may repeat a position).
+// the CPU, CUDA builds: ops/cuda/cuda_ops.h). Returns int64 [B, H, n], each row ascending, where n
+// = k_keep for exact and sampling and n = max(1, floor(k_keep * sample_size / T)) for
+// audit_sampling (the audit's defect, reproduced on purpose; its rows may repeat a position).
 // - exact: the k_keep most important positions, ties to the lower index (radix select, O(T)).
 // - sampling: threshold estimated from a sample, then exactly k_keep (see kernels/kv_select.h);
 //   may differ from exact, its recall is measured.

@@ -17,4 +17,10 @@ torch::Tensor kv_select(const torch::Tensor& importance, int64_t k_keep, int64_t
 torch::Tensor kv_importance(const torch::Tensor& q, const torch::Tensor& k,
                             bool exposure_correction, int64_t window, double scale);
 
+// The variable-length FlashAttention path of ops::chunked_causal_attention (checked there).
+// Returns an empty vector when this LibTorch or these tensors cannot take it.
+std::vector<torch::Tensor> chunked_causal_attention_varlen(const std::vector<torch::Tensor>& q,
+                                                           const std::vector<torch::Tensor>& k,
+                                                           const std::vector<torch::Tensor>& v);
+
 }  // namespace rakv::ops::cuda

@@ -16,9 +16,14 @@
 // Modes (the same selection; they differ in how the kept keys are attended):
 //   v_only          out_i = sum_{j visible} P[i, j] V_j, with P normalised over all keys j <= i
 //                   (the pruned keys still take probability mass, but contribute no value);
-//   kv_scores_reuse out_i = softmax over the visible keys of the scores already computed, times V;
-//   legacy          the same result as kv_scores_reuse, computed by gathering the visible K and V
-//                   and recomputing the (smaller) score product.
+//   kv_scores_reuse out_i = softmax over the visible keys only, times V;
+//   legacy          the reference's name for the same result (it gathered the visible K and V and
+//                   recomputed the smaller score product). rakv computes both that way: a pruned
+//                   key's score is never needed.
+// Memory. Every pruned chunk attends to its own key set (the causal prefix for v_only, the kept
+// keys plus its own for the others); on CUDA in half precision all chunks run in one
+// variable-length FlashAttention call (ops::chunked_causal_attention), so neither the forward
+// nor the backward holds a [T, T] score, probability or mask tensor.
 // Selection is not differentiated; gradients flow through the attention to Q, K and V.
 #pragma once
 
