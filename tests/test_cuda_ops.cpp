@@ -73,6 +73,22 @@ TEST(CudaOps, SamplingSelectionKeepsTheCountTheRecencyAndHighRecall) {
   }
 }
 
+// The shapes PrunedKV asks for while training at T = 16384 (B = 1, H = 12, chunks of 512): every
+// chunk start's prefix, the model's budget, recency 64.
+TEST(CudaOps, ExactSelectionOnEveryPrunedKVPrefixOfALongSequence) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(80);
+  for (int64_t s = 512; s < 16384; s += 512) {
+    const torch::Tensor importance = torch::rand({1, 12, s}).pow(4) + 1e-6;
+    const int64_t k = rakv::ops::kv_keep_count(s, 0.381966, 64);
+    const torch::Tensor cpu =
+        rakv::ops::kv_select(importance, k, 64, rakv::ops::TopkMethod::kExact, 0.02, 1);
+    const torch::Tensor gpu =
+        rakv::ops::kv_select(importance.to(kCuda), k, 64, rakv::ops::TopkMethod::kExact, 0.02, 1);
+    EXPECT_TRUE(torch::equal(gpu.cpu(), cpu)) << "prefix " << s << " k=" << k;
+  }
+}
+
 TEST(CudaOps, SelectionReportsNaN) {
   SKIP_WITHOUT_CUDA();
   torch::Tensor importance = torch::rand({1, 2, 500}, torch::TensorOptions().device(kCuda));

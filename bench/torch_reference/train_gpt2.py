@@ -259,6 +259,8 @@ def main():
     parser.add_argument("--gate-scaling", default="scale_tensor", choices=["split_cat", "scale_tensor", "fused"])
     parser.add_argument("--import", dest="import_dir", help="same init and batches as rakv bench-train --export DIR")
     parser.add_argument("--json", help="write the result as JSON")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the timed steps, profile 3 more and print the GPU kernels by total time")
     args = parser.parse_args()
 
     lines = open(args.config).read().splitlines() if args.config else []
@@ -323,6 +325,16 @@ def main():
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            for i in range(3):
+                step(i)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+        print(prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60))
     tokens_per_s = args.steps * batch * block * accum / seconds
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
     name = f"pytorch {'compile' if args.compile else 'eager'}"

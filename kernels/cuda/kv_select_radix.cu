@@ -21,7 +21,9 @@ namespace detail {
 namespace {
 
 constexpr int kSingleThreads = 1024;
-constexpr int64_t kSingleBlockDefaultMaxE = 16384;
+// Auto picks one block per row up to here: on an H200, [96, 32768] took 26.2 us single-block
+// against 36.9 us multi-block (docs/perf/h200.md); keys beyond 128 KiB of shared memory go multi.
+constexpr int64_t kSingleBlockDefaultMaxE = 32768;
 constexpr int64_t kSingleBlockMaxE = 49152;  // 192 KiB of keys in shared memory
 constexpr int kSampleGroups = 1024;          // bracket sample: groups of 8 adjacent values
 constexpr int kSampleGroupLen = 8;

@@ -15,18 +15,22 @@ namespace {
 
 namespace kc = rakv::kernels::cuda;
 
-void check_launch(int status, const char* what) {
-  TORCH_CHECK(status == 0, what, " failed: ", cudaGetErrorString(static_cast<cudaError_t>(status)), " ",
-              kc::last_error_detail());
+void check_launch(int status, const char* what, int64_t rows, int64_t t, int64_t k_keep,
+                  int64_t recency) {
+  TORCH_CHECK(status == 0, what, " failed: ", cudaGetErrorString(static_cast<cudaError_t>(status)),
+              " ", kc::last_error_detail(), " (rows ", rows, ", T ", t, ", k_keep ", k_keep,
+              ", recency ", recency, ")");
 }
 
 // The audit's code as written (SPEC §3 `audit_sampling`), on LibTorch ops: a uniform sample with
 // replacement, a top-k of k * sample / T over it, mapped back, sorted for a stable output.
-torch::Tensor audit_sampling(const torch::Tensor& importance, int64_t k_keep, double sample_fraction,
-                             uint64_t seed) {
+torch::Tensor audit_sampling(const torch::Tensor& importance, int64_t k_keep,
+                             double sample_fraction, uint64_t seed) {
   const int64_t t = importance.size(2);
-  const int64_t sample = std::min(t, std::max<int64_t>(64, static_cast<int64_t>(t * sample_fraction)));
-  const int64_t k_sample = std::max<int64_t>(1, static_cast<int64_t>(k_keep * (static_cast<double>(sample) / t)));
+  const int64_t sample =
+      std::min(t, std::max<int64_t>(64, static_cast<int64_t>(t * sample_fraction)));
+  const int64_t k_sample =
+      std::max<int64_t>(1, static_cast<int64_t>(k_keep * (static_cast<double>(sample) / t)));
   auto generator = at::make_generator<at::CUDAGeneratorImpl>(importance.device().index());
   generator.set_current_seed(seed);
   const torch::Tensor sample_index =
@@ -38,17 +42,25 @@ torch::Tensor audit_sampling(const torch::Tensor& importance, int64_t k_keep, do
 
 }  // namespace
 
-torch::Tensor kv_select(const torch::Tensor& importance_in, int64_t k_keep, int64_t recency, TopkMethod method,
-                        double sample_fraction, uint64_t seed) {
+torch::Tensor kv_select(const torch::Tensor& importance_in, int64_t k_keep, int64_t recency,
+                        TopkMethod method, double sample_fraction, uint64_t seed) {
   const c10::cuda::CUDAGuard guard(importance_in.device());
+  // The kernels report launch errors through cudaGetLastError; one left pending by earlier work
+  // must not be blamed on them.
+  const cudaError_t pending = cudaGetLastError();
+  TORCH_CHECK(pending == cudaSuccess,
+              "kv_select: a CUDA error was pending before the call: ", cudaGetErrorString(pending));
   const torch::Tensor importance = importance_in.to(torch::kFloat32).contiguous();
-  if (method == TopkMethod::kAuditSampling) return audit_sampling(importance, k_keep, sample_fraction, seed);
+  if (method == TopkMethod::kAuditSampling)
+    return audit_sampling(importance, k_keep, sample_fraction, seed);
   const int64_t rows = importance.size(0) * importance.size(1);
   const int64_t t = importance.size(2);
-  torch::Tensor out = torch::empty({importance.size(0), importance.size(1), k_keep}, importance.options().dtype(torch::kInt64));
+  torch::Tensor out = torch::empty({importance.size(0), importance.size(1), k_keep},
+                                   importance.options().dtype(torch::kInt64));
   torch::Tensor status = torch::empty({rows}, importance.options().dtype(torch::kInt32));
-  torch::Tensor workspace = torch::empty({static_cast<int64_t>(kc::kv_select_workspace_bytes(rows, t))},
-                                         importance.options().dtype(torch::kUInt8));
+  torch::Tensor workspace =
+      torch::empty({static_cast<int64_t>(kc::kv_select_workspace_bytes(rows, t))},
+                   importance.options().dtype(torch::kUInt8));
   const auto stream = c10::cuda::getCurrentCUDAStream(importance.device().index()).stream();
   if (method == TopkMethod::kExact) {
     kc::ExactSelectParams p;
@@ -62,7 +74,8 @@ torch::Tensor kv_select(const torch::Tensor& importance_in, int64_t k_keep, int6
     p.out_row_stride = k_keep;
     p.row_status = status.data_ptr<int32_t>();
     p.workspace = workspace.data_ptr();
-    check_launch(kc::kv_select_exact(p, stream), "kv_select (CUDA, exact)");
+    check_launch(kc::kv_select_exact(p, stream), "kv_select (CUDA, exact)", rows, t, k_keep,
+                 recency);
   } else {
     kc::SamplingSelectParams p;
     p.importance = importance.data_ptr<float>();
@@ -77,12 +90,13 @@ torch::Tensor kv_select(const torch::Tensor& importance_in, int64_t k_keep, int6
     p.workspace = workspace.data_ptr();
     p.sample_fraction = sample_fraction;
     p.seed = seed;
-    check_launch(kc::kv_select_sampling(p, stream), "kv_select (CUDA, sampling)");
+    check_launch(kc::kv_select_sampling(p, stream), "kv_select (CUDA, sampling)", rows, t, k_keep,
+                 recency);
   }
   if (status.bitwise_and(kc::kRowStatusNaN).any().item<bool>()) {
     const torch::Tensor at = importance.isnan().nonzero()[0].cpu();
-    TORCH_CHECK(false, "kv_select: importance contains NaN at [", at[0].item<int64_t>(), ", ", at[1].item<int64_t>(),
-                ", ", at[2].item<int64_t>(), "]");
+    TORCH_CHECK(false, "kv_select: importance contains NaN at [", at[0].item<int64_t>(), ", ",
+                at[1].item<int64_t>(), ", ", at[2].item<int64_t>(), "]");
   }
   return out;
 }
