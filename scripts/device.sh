@@ -58,6 +58,28 @@ build() {
   BUILD_DIR=$ROOT/build-cuda-tests tests/cuda/run.sh --build-only
 }
 
+# PyTorch's wheels export std::filesystem functions from a statically linked older libstdc++
+# (pytorch/pytorch#133437); programs that bind to them crash in std::filesystem calls. Probe one
+# test that uses them; if it crashes and passes with the system libstdc++ preloaded, keep that
+# preload for the later stages and say so.
+diag() {
+  local probe="build-cuda/tests/rakv_tests --gtest_filter=Safetensors.RoundTripsEveryDtypeBitExactly"
+  readelf -d build-cuda/rakv | grep NEEDED | head -n 4
+  c++ --version | head -n 1
+  LD_DEBUG=bindings $probe 2>&1 | grep -E "filesystem.*(remove_all|temp_directory)" | sed 's/.*binding file //' | head -n 6
+  if $probe > /dev/null 2>&1; then echo "probe passes without a preload"; return 0; fi
+  cuda-gdb -batch -ex run -ex bt --args $probe 2>&1 | grep -E "^#" | head -n 15
+  local libstdcxx
+  libstdcxx=$(c++ -print-file-name=libstdc++.so.6)
+  if LD_PRELOAD=$libstdcxx $probe > /dev/null 2>&1; then
+    echo "probe crashes, passes with LD_PRELOAD=$libstdcxx: using it for the later stages"
+    export LD_PRELOAD=$libstdcxx
+  else
+    echo "probe crashes even with LD_PRELOAD=$libstdcxx"
+  fi
+  return 0
+}
+
 kernel_tests() { BUILD_DIR=$ROOT/build-cuda-tests tests/cuda/run.sh --no-build; }
 
 sanitizer() {
@@ -130,6 +152,12 @@ e2e() {
 
 status=0
 run_stage build build || status=1
+if wants diag; then
+  # Not through run_stage: the preload it may export must reach the later stages.
+  note "stage diag: start"
+  diag > "$RESULTS/diag.log" 2>&1
+  sed "s/^/  [diag] /" "$RESULTS/diag.log" | tee -a "$SUMMARY"
+fi
 run_stage kernel-tests kernel_tests || status=1
 run_stage sanitizer sanitizer || status=1
 run_stage tests tests || status=1

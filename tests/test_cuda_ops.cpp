@@ -239,6 +239,30 @@ TEST(CudaOps, PrunedKVAttentionBf16MatchesTheCpuForwardAndBackward) {
   }
 }
 
+// The LM head pads an odd vocabulary for cuBLAS on CUDA: logits, loss and the tied embedding's
+// gradient must be those of the CPU model.
+TEST(CudaOps, PaddedLmHeadMatchesTheCpu) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(82);
+  rakv::config::Config cfg;
+  cfg.set("CONFIG_N_LAYER", "1");
+  cfg.set("CONFIG_N_EMBD", "64");
+  cfg.set("CONFIG_N_HEAD", "2");
+  cfg.set("CONFIG_VOCAB_SIZE", "301");
+  rakv::model::GPT2 cpu(rakv::model::gpt2_config_from(cfg));
+  rakv::model::GPT2 gpu(rakv::model::gpt2_config_from(cfg));
+  for (size_t i = 0; i < cpu->parameters().size(); ++i) gpu->parameters()[i].data().copy_(cpu->parameters()[i].data());
+  gpu->to(kCuda);
+  const torch::Tensor idx = torch::randint(0, 301, {2, 40}, torch::kInt64);
+  const torch::Tensor targets = torch::randint(0, 301, {2, 40}, torch::kInt64);
+  const torch::Tensor logits = gpu->forward(idx.to(kCuda));
+  EXPECT_EQ(logits.size(-1), 301);
+  EXPECT_LT(relative_error(logits.cpu(), cpu->forward(idx)), 1e-4);
+  cpu->loss(idx, targets).backward();
+  gpu->loss(idx.to(kCuda), targets.to(kCuda)).backward();
+  EXPECT_LT(relative_error(gpu->wte->weight.grad().cpu(), cpu->wte->weight.grad()), 1e-3);
+}
+
 TEST(CudaOps, Bf16TrainingStepLowersTheLoss) {
   SKIP_WITHOUT_CUDA();
   torch::manual_seed(76);
