@@ -573,16 +573,19 @@ FindingResult measure_attention(const AuditOptions& options, const std::vector<i
       torch::autograd::grad({ops::causal_attention(qg, kg, vg, 0.0), folded},
                             {qg, kg, vg, weight, w_std, w_rec}, {grad_out, grad_weight});
     });
-    for (const std::string variant :
-         {"plain", "ra_split_cat", "ra_scale_tensor", "ra_fused", "plain_fwd_bwd",
-          "ra_scale_tensor_fwd_bwd", "ra_fused_fwd_bwd"}) {
-      const bool training = variant.ends_with("_fwd_bwd");
-      const std::string base = training ? "plain_fwd_bwd" : "plain";
+    // Each row: the variant, the plain row it is compared with, and its gate scaling (none for
+    // plain).
+    struct Row {
+      std::string variant, base, gate;
+    };
+    for (const Row& row :
+         {Row{"plain", "plain", ""}, Row{"ra_split_cat", "plain", "split_cat"},
+          Row{"ra_scale_tensor", "plain", "scale_tensor"}, Row{"ra_fused", "plain", "fused"},
+          Row{"plain_fwd_bwd", "plain_fwd_bwd", ""},
+          Row{"ra_scale_tensor_fwd_bwd", "plain_fwd_bwd", "scale_tensor"},
+          Row{"ra_fused_fwd_bwd", "plain_fwd_bwd", "fused"}}) {
+      const auto& [variant, base, gate] = row;
       const double overhead = 100.0 * (ms[variant] / ms[base] - 1.0);
-      const std::string gate =
-          variant == base ? ""
-                          : variant.substr(3, variant.size() - 3 -
-                                                  (training ? std::string("_fwd_bwd").size() : 0));
       const double diff =
           gate.empty() ? 0.0 : relative_difference(logits.at(gate), logits.at("split_cat"));
       result.rows.push_back({std::to_string(t), variant, fixed(ms[variant], 3),

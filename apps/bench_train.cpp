@@ -13,6 +13,7 @@
 #include "rakv/io/safetensors.h"
 #include "rakv/model/checkpoint.h"
 #include "rakv/util/system_info.h"
+#include "rakv/util/timing.h"
 
 namespace rakv::apps {
 namespace fs = std::filesystem;
@@ -26,11 +27,6 @@ torch::Tensor progression_batch(int64_t batch, int64_t block, torch::Generator g
   const torch::Tensor start = torch::randint(0, 256, {batch, 1}, generator, options);
   const torch::Tensor step = torch::randint(1, 16, {batch, 1}, generator, options);
   return ((start + step * torch::arange(block + 1, options)) % 256).to(device);
-}
-
-void synchronize(const torch::Device& device) {
-  if (device.is_cuda())
-    torch::cuda::synchronize();
 }
 
 }  // namespace
@@ -71,7 +67,7 @@ BenchTrainResult bench_train(const BenchTrainOptions& options, std::ostream& log
   std::chrono::steady_clock::time_point start;
   for (int64_t step = 0; step < total; ++step) {
     if (step == options.warmup) {
-      synchronize(device);
+      util::synchronize(device);
       probe.reset();
       start = std::chrono::steady_clock::now();
     }
@@ -87,7 +83,7 @@ BenchTrainResult bench_train(const BenchTrainOptions& options, std::ostream& log
     if (exporting)
       losses.push_back(loss.item<double>());
   }
-  synchronize(device);
+  util::synchronize(device);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "rakv/apps/train_step.h"
+#include "rakv/detail/optimizer_state_key.h"
 
 namespace rakv::apps {
 
@@ -44,19 +45,6 @@ class CudaAutocast {
 };
 #endif
 
-// The key under which torch::optim keeps a parameter's state (see model/checkpoint.cpp).
-template <typename StateMap>
-typename StateMap::key_type state_key(const StateMap&, const torch::Tensor& p) {
-  using Key = typename StateMap::key_type;
-  if constexpr (std::is_same_v<Key, std::string>) {
-    std::ostringstream out;
-    out << p.unsafeGetTensorImpl();
-    return out.str();
-  } else {
-    return static_cast<Key>(p.unsafeGetTensorImpl());
-  }
-}
-
 }  // namespace
 
 void fused_adamw_step(torch::optim::AdamW& optimizer) {
@@ -78,7 +66,7 @@ void fused_adamw_step(torch::optim::AdamW& optimizer) {
       for (auto& p : group.params()) {
         if (!p.grad().defined())
           continue;
-        auto& slot = state[state_key(state, p)];
+        auto& slot = state[detail::optimizer_state_key(state, p)];
         if (!slot) {
           auto fresh = std::make_unique<torch::optim::AdamWParamState>();
           fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
@@ -145,7 +133,6 @@ StepRunner::StepRunner(model::GPT2 model, const config::Config& cfg, double init
     : model_(std::move(model)), grad_clip_(cfg.get_float("CONFIG_GRAD_CLIP")) {
   const bool cuda = model_->wte->weight.is_cuda();
   autocast_ = cuda && TORCH_VERSION_MAJOR >= 2;
-  fused_ = cuda;
   const auto adamw = [&](double decay) {
     return std::make_unique<torch::optim::AdamWOptions>(
         torch::optim::AdamWOptions(initial_lr)
@@ -181,11 +168,7 @@ torch::Tensor StepRunner::step(const std::vector<torch::Tensor>& inputs,
   }
   if (grad_clip_ > 0)
     clip_grad_norm_no_sync(parameters_, grad_clip_);
-  if (fused_) {
-    fused_adamw_step(*optimizer_);
-  } else {
-    optimizer_->step();
-  }
+  fused_adamw_step(*optimizer_);
   return loss_sum;
 }
 

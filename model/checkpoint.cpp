@@ -3,26 +3,12 @@
 
 #include <charconv>
 #include <sstream>
-#include <type_traits>
 
+#include "rakv/detail/optimizer_state_key.h"
 #include "rakv/model/checkpoint.h"
 
 namespace rakv::model {
 namespace {
-
-// The key under which torch::optim keeps a parameter's state: a string in LibTorch 1.x, the
-// TensorImpl pointer itself in 2.x. Resolved from the map's own key type so both builds work.
-template <typename StateMap>
-typename StateMap::key_type state_key(const StateMap&, const torch::Tensor& p) {
-  using Key = typename StateMap::key_type;
-  if constexpr (std::is_same_v<Key, std::string>) {
-    std::ostringstream out;  // what LibTorch 1.x's c10::guts::to_string(ptr) produces
-    out << p.unsafeGetTensorImpl();
-    return out.str();
-  } else {
-    return static_cast<Key>(p.unsafeGetTensorImpl());
-  }
-}
 
 std::map<std::string, std::string> metadata_for(const config::Config& config, int64_t step,
                                                 const std::string& kind) {
@@ -136,7 +122,7 @@ io::NamedTensors adamw_state(const torch::optim::AdamW& optimizer, const torch::
   io::NamedTensors out;
   const auto& state = optimizer.state();
   for (const auto& item : model.named_parameters()) {
-    auto it = state.find(state_key(state, item.value()));
+    auto it = state.find(detail::optimizer_state_key(state, item.value()));
     if (it == state.end()) continue;
     const auto& s = static_cast<const torch::optim::AdamWParamState&>(*it->second);
     out.emplace_back("adamw.exp_avg." + item.key(), s.exp_avg());
@@ -163,7 +149,7 @@ void load_adamw_state(torch::optim::AdamW& optimizer, const torch::nn::Module& m
     s->step(step->second.item<int64_t>());
     s->exp_avg(m->second.to(item.value().options()).clone());
     s->exp_avg_sq(v->second.to(item.value().options()).clone());
-    state[state_key(state, item.value())] = std::move(s);
+    state[detail::optimizer_state_key(state, item.value())] = std::move(s);
   }
 }
 

@@ -23,6 +23,29 @@ using rakv::testing::relative_error;
 
 const torch::Device kCuda(torch::kCUDA);
 
+// Gives `to` the parameter values of `from` (every layer draws its own random init).
+template <typename ModuleHolder>
+void copy_parameters(const ModuleHolder& from, ModuleHolder& to) {
+  torch::NoGradGuard no_grad;
+  const std::vector<torch::Tensor> source = from->parameters();
+  const std::vector<torch::Tensor> target = to->parameters();
+  for (size_t i = 0; i < source.size(); ++i)
+    target[i].copy_(source[i]);
+}
+
+// A small PrunedKV layer that prunes from the first chunks on.
+rakv::nn::PrunedKVAttentionOptions pruned_options(rakv::nn::PruneMode mode, int64_t n_embd,
+                                                  int64_t interval) {
+  rakv::nn::PrunedKVAttentionOptions options;
+  options.n_embd = n_embd;
+  options.n_head = 2;
+  options.mode = mode;
+  options.k_min = 8;
+  options.recency = 8;
+  options.interval = interval;
+  return options;
+}
+
 // Importance rows with ties: values drawn from a few levels, plus noise on some rows.
 torch::Tensor tied_importance(int64_t b, int64_t h, int64_t t) {
   torch::Tensor levels = torch::randint(0, 7, {b, h, t}).to(torch::kFloat32) / 7.0 + 0.01;
@@ -130,8 +153,7 @@ TEST(CudaOps, ReciprocalAttentionForwardAndBackwardMatchTheCpu) {
   options.self_restart = true;
   rakv::nn::ReciprocalAttention cpu(options);
   rakv::nn::ReciprocalAttention gpu(options);
-  for (size_t i = 0; i < cpu->parameters().size(); ++i)
-    gpu->parameters()[i].data().copy_(cpu->parameters()[i].data());
+  copy_parameters(cpu, gpu);
   gpu->to(kCuda);
   const torch::Tensor x = torch::randn({2, 300, 128});
   const torch::Tensor upstream = torch::randn({2, 300, 128});
@@ -150,17 +172,9 @@ TEST(CudaOps, PrunedKVAttentionMatchesTheCpu) {
   torch::manual_seed(75);
   for (auto mode : {rakv::nn::PruneMode::kVOnly, rakv::nn::PruneMode::kKVScoresReuse,
                     rakv::nn::PruneMode::kLegacy}) {
-    rakv::nn::PrunedKVAttentionOptions options;
-    options.n_embd = 64;
-    options.n_head = 2;
-    options.mode = mode;
-    options.k_min = 8;
-    options.recency = 8;
-    options.interval = 32;
-    rakv::nn::PrunedKVAttention cpu(options);
-    rakv::nn::PrunedKVAttention gpu(options);
-    for (size_t i = 0; i < cpu->parameters().size(); ++i)
-      gpu->parameters()[i].data().copy_(cpu->parameters()[i].data());
+    rakv::nn::PrunedKVAttention cpu(pruned_options(mode, 64, 32));
+    rakv::nn::PrunedKVAttention gpu(pruned_options(mode, 64, 32));
+    copy_parameters(cpu, gpu);
     gpu->to(kCuda);
     const torch::Tensor x = torch::randn({2, 200, 64});
     EXPECT_LT(relative_error(gpu->forward(x.to(kCuda)).cpu(), cpu->forward(x)), 1e-4)
@@ -212,17 +226,9 @@ TEST(CudaOps, PrunedKVAttentionBf16MatchesTheCpuForwardAndBackward) {
   torch::manual_seed(79);
   for (auto mode : {rakv::nn::PruneMode::kVOnly, rakv::nn::PruneMode::kKVScoresReuse,
                     rakv::nn::PruneMode::kLegacy}) {
-    rakv::nn::PrunedKVAttentionOptions options;
-    options.n_embd = 128;
-    options.n_head = 2;
-    options.mode = mode;
-    options.k_min = 8;
-    options.recency = 8;
-    options.interval = 64;
-    rakv::nn::PrunedKVAttention cpu(options);
-    rakv::nn::PrunedKVAttention gpu(options);
-    for (size_t i = 0; i < cpu->parameters().size(); ++i)
-      gpu->parameters()[i].data().copy_(cpu->parameters()[i].data());
+    rakv::nn::PrunedKVAttention cpu(pruned_options(mode, 128, 64));
+    rakv::nn::PrunedKVAttention gpu(pruned_options(mode, 128, 64));
+    copy_parameters(cpu, gpu);
     gpu->to(kCuda, torch::kBFloat16);
     const torch::Tensor x = torch::randn({2, 500, 128});
     const torch::Tensor upstream = torch::randn({2, 500, 128});
@@ -251,7 +257,7 @@ TEST(CudaOps, PaddedLmHeadMatchesTheCpu) {
   cfg.set("CONFIG_VOCAB_SIZE", "301");
   rakv::model::GPT2 cpu(rakv::model::gpt2_config_from(cfg));
   rakv::model::GPT2 gpu(rakv::model::gpt2_config_from(cfg));
-  for (size_t i = 0; i < cpu->parameters().size(); ++i) gpu->parameters()[i].data().copy_(cpu->parameters()[i].data());
+  copy_parameters(cpu, gpu);
   gpu->to(kCuda);
   const torch::Tensor idx = torch::randint(0, 301, {2, 40}, torch::kInt64);
   const torch::Tensor targets = torch::randint(0, 301, {2, 40}, torch::kInt64);

@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "dispatch.cuh"
 #include "kv_select_common.cuh"
 
 namespace rakv::kernels::cuda {
@@ -188,6 +189,23 @@ int device_smem_optin(int* bytes) {
     if (e != cudaSuccess) return static_cast<int>(e);
   }
   *bytes = g_optin[device];
+  return 0;
+}
+
+int check_selection_ranges(const SelectionParams& p, const char* op) {
+  if (p.rows < 0 || p.T < 1 || p.T >= (int64_t(1) << 31))
+    return invalid_argument("%s: rows=%lld, T=%lld out of range (rows >= 0, 1 <= T < 2^31)", op, (long long)p.rows,
+                            (long long)p.T);
+  if (p.k_keep < 0 || p.k_keep > p.T || p.recency < 0)
+    return invalid_argument("%s: k_keep=%lld must be in [0, T=%lld], recency=%lld >= 0", op, (long long)p.k_keep,
+                            (long long)p.T, (long long)p.recency);
+  return 0;
+}
+
+int check_selection_buffers(const SelectionParams& p, const char* op) {
+  if (p.importance == nullptr || p.out == nullptr || p.row_status == nullptr || p.workspace == nullptr ||
+      p.row_stride < p.T || p.out_row_stride < p.k_keep)
+    return invalid_argument("%s: null pointer or row stride below the row length", op);
   return 0;
 }
 

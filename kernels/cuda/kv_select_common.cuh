@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "block_primitives.cuh"
+#include "rakv/kernels/cuda/kv_select.h"
 
 namespace rakv::kernels::cuda::detail {
 
@@ -78,6 +79,11 @@ inline SelectWorkspace make_workspace(void* base, int64_t rows, int64_t T, int64
   if (bytes != nullptr) *bytes = mask_bytes + off_bytes + state_bytes + band_bytes;
   return ws;
 }
+
+// The argument checks both selection methods share; `op` names the method in the message.
+// Ranges first (any row count), then the buffers (only when rows > 0). 0 or a cudaError_t value.
+int check_selection_ranges(const SelectionParams& p, const char* op);
+int check_selection_buffers(const SelectionParams& p, const char* op);
 
 // Raises func's dynamic shared memory limit to at least `bytes` on the current device (cached,
 // so repeated launches make no driver call). Returns a cudaError_t value.

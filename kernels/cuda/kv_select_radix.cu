@@ -286,16 +286,9 @@ __global__ void __launch_bounds__(kRowThreads)
 int kv_select_exact(const ExactSelectParams& p, Stream stream_handle) {
   using namespace detail;
   clear_error_detail();
-  if (p.rows < 0 || p.T < 1 || p.T >= (int64_t(1) << 31))
-    return invalid_argument("kv_select_exact: rows=%lld, T=%lld out of range (rows >= 0, 1 <= T < 2^31)",
-                            (long long)p.rows, (long long)p.T);
-  if (p.k_keep < 0 || p.k_keep > p.T || p.recency < 0)
-    return invalid_argument("kv_select_exact: k_keep=%lld must be in [0, T=%lld], recency=%lld >= 0",
-                            (long long)p.k_keep, (long long)p.T, (long long)p.recency);
+  if (const int err = check_selection_ranges(p, "kv_select_exact")) return err;
   if (p.rows == 0) return 0;
-  if (p.importance == nullptr || p.out == nullptr || p.row_status == nullptr || p.workspace == nullptr ||
-      p.row_stride < p.T || p.out_row_stride < p.k_keep)
-    return invalid_argument("kv_select_exact: null pointer or row stride below the row length");
+  if (const int err = check_selection_buffers(p, "kv_select_exact")) return err;
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
   const int64_t recent = p.T > p.recency ? (p.k_keep < p.recency ? p.k_keep : p.recency) : 0;
   const int64_t E = p.T - recent, need = p.k_keep - recent;

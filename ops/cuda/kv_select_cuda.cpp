@@ -62,8 +62,7 @@ torch::Tensor kv_select(const torch::Tensor& importance_in, int64_t k_keep, int6
       torch::empty({static_cast<int64_t>(kc::kv_select_workspace_bytes(rows, t))},
                    importance.options().dtype(torch::kUInt8));
   const auto stream = c10::cuda::getCurrentCUDAStream(importance.device().index()).stream();
-  if (method == TopkMethod::kExact) {
-    kc::ExactSelectParams p;
+  const auto fill = [&](kc::SelectionParams& p) {
     p.importance = importance.data_ptr<float>();
     p.row_stride = t;
     p.rows = rows;
@@ -74,20 +73,15 @@ torch::Tensor kv_select(const torch::Tensor& importance_in, int64_t k_keep, int6
     p.out_row_stride = k_keep;
     p.row_status = status.data_ptr<int32_t>();
     p.workspace = workspace.data_ptr();
+  };
+  if (method == TopkMethod::kExact) {
+    kc::ExactSelectParams p;
+    fill(p);
     check_launch(kc::kv_select_exact(p, stream), "kv_select (CUDA, exact)", rows, t, k_keep,
                  recency);
   } else {
     kc::SamplingSelectParams p;
-    p.importance = importance.data_ptr<float>();
-    p.row_stride = t;
-    p.rows = rows;
-    p.T = t;
-    p.k_keep = k_keep;
-    p.recency = recency;
-    p.out = out.data_ptr<int64_t>();
-    p.out_row_stride = k_keep;
-    p.row_status = status.data_ptr<int32_t>();
-    p.workspace = workspace.data_ptr();
+    fill(p);
     p.sample_fraction = sample_fraction;
     p.seed = seed;
     check_launch(kc::kv_select_sampling(p, stream), "kv_select (CUDA, sampling)", rows, t, k_keep,

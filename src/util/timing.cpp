@@ -12,14 +12,11 @@
 #endif
 
 namespace rakv::util {
-namespace {
 
 void synchronize(const torch::Device& device) {
   if (device.is_cuda())
     torch::cuda::synchronize(device.index() < 0 ? -1 : device.index());
 }
-
-}  // namespace
 
 TimingStats time_operation(const std::function<void()>& work, int warmup, int repeats,
                            const torch::Device& device) {

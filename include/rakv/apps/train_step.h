@@ -50,7 +50,6 @@ class StepRunner {
   std::vector<torch::Tensor> parameters_;
   double grad_clip_;
   bool autocast_;
-  bool fused_;
 };
 
 }  // namespace rakv::apps

@@ -16,6 +16,9 @@ struct TimingStats {
   int repeats = 0;
 };
 
+// Waits for the work queued on `device` (CUDA); returns at once for the CPU.
+void synchronize(const torch::Device& device);
+
 // Runs `work` `warmup` times untimed, then `repeats` times timed.
 TimingStats time_operation(const std::function<void()>& work, int warmup, int repeats,
                            const torch::Device& device = torch::kCPU);

@@ -29,13 +29,14 @@ constexpr int32_t kRowStatusFallback = 2;  // informational: the fast bracket mi
 
 // Which implementation kv_select_exact runs (tests and benchmarks force one; ops use kAuto).
 enum class SelectPath : int32_t {
-  kAuto = 0,          // single block per row when E <= 16384, else multi-block
+  kAuto = 0,          // single block per row when E <= 32768 and the row fits, else multi-block
   kSingleBlock = 1,   // one block per row, the row held in shared memory (E <= 49152)
   kMultiBlock = 2,    // sample bracket + two passes over the row, several blocks per row
   kMultiBlockFallback = 3,  // kMultiBlock with the bracket disabled (tests the slow exact pass)
 };
 
-struct ExactSelectParams {
+// What both selection methods read and write.
+struct SelectionParams {
   const float* importance = nullptr;  // [rows, T] fp32; row r starts at importance + r*row_stride,
                                       // its T values contiguous
   int64_t row_stride = 0;             // elements between rows (>= T)
@@ -48,6 +49,9 @@ struct ExactSelectParams {
   int32_t* row_status = nullptr;      // [rows] int32, written (kRowStatus* bits)
   void* workspace = nullptr;          // kv_select_workspace_bytes(rows, T) bytes, 256-byte
                                       // aligned, any contents (the launch initialises it)
+};
+
+struct ExactSelectParams : SelectionParams {
   SelectPath path = SelectPath::kAuto;
 };
 
@@ -64,19 +68,9 @@ struct ExactSelectParams {
 //     fewer than a lie there, add them all and then the highest-index remaining positions.
 // Values are compared as float32 (-0 == +0). When the band between lower and upper overflows
 // the workspace (extreme ties) the row falls back to the exact selection (kRowStatusFallback).
-struct SamplingSelectParams {
-  const float* importance = nullptr;  // [rows, T] fp32, as in ExactSelectParams
-  int64_t row_stride = 0;
-  int64_t rows = 0;
-  int64_t T = 0;
-  int64_t k_keep = 0;
-  int64_t recency = 0;
-  int64_t* out = nullptr;             // [rows, k_keep] int64, ascending positions per row
-  int64_t out_row_stride = 0;
-  int32_t* row_status = nullptr;      // [rows] int32, written
-  void* workspace = nullptr;          // kv_select_workspace_bytes(rows, T) bytes
-  double sample_fraction = 0.02;      // (0, 1]
-  int64_t min_samples = 64;           // >= 1; the sample size is capped at E and at 49152
+struct SamplingSelectParams : SelectionParams {
+  double sample_fraction = 0.02;  // (0, 1]
+  int64_t min_samples = 64;       // >= 1; the sample size is capped at E and at 49152
   uint64_t seed = 0;
 };
 
