@@ -18,8 +18,11 @@ double selection_recall(const torch::Tensor& selected, const torch::Tensor& refe
     torch::Tensor marks = torch::zeros({idx.size(0), idx.size(1), t}, torch::TensorOptions().dtype(torch::kBool).device(idx.device()));
     return marks.scatter_(2, idx, true);
   };
-  const torch::Tensor hits = rows(selected).logical_and(rows(reference)).sum(-1).to(torch::kFloat64);
-  return (hits / static_cast<double>(reference.size(2))).mean().item<double>();
+  // Every row has the same k, so the mean of the per-row recalls is total hits / total positions:
+  // counted in integers, an identical selection gives exactly 1 (a float64 mean on CUDA gave
+  // 0.9999999999999998 and made the audit call identical exact selections incorrect).
+  const int64_t hits = rows(selected).logical_and(rows(reference)).sum().item<int64_t>();
+  return static_cast<double>(hits) / static_cast<double>(reference.numel());
 }
 
 std::vector<TopkBenchRow> run_topk_benchmark(const TopkBenchOptions& options) {

@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 
+#include "rakv/apps/topk_bench.h"
 #include "rakv/ops.h"
 #include "test_helpers.h"
 
@@ -341,6 +342,24 @@ TEST(KvSelect, RegisteredWithTheDispatcher) {
                                            double, int64_t)>();
   EXPECT_TRUE(torch::equal(op.call(importance, 120, 64, "exact", 0.02, 0),
                            rakv::ops::kv_select(importance, 120, 64, TopkMethod::kExact, 0.02, 0)));
+}
+
+// The recall `rakv topk` and the audit report: exactly 1 for an identical selection (the audit
+// calls an exact selection correct only then), exactly the hit fraction otherwise.
+TEST(KvSelect, SelectionRecallCountsHitsExactly) {
+  torch::manual_seed(85);
+  const torch::Tensor importance = torch::rand({8, 12, 1024}) + 0.1;
+  const torch::Tensor exact =
+      rakv::ops::kv_select(importance, 389, 64, TopkMethod::kExact, 0.02, 0);
+  EXPECT_EQ(rakv::apps::selection_recall(exact, exact), 1.0);
+  torch::Tensor one_off = exact.clone();
+  // Row 0's first kept position replaced by a position it did not keep.
+  std::vector<bool> kept(1024, false);
+  for (int64_t j = 0; j < 389; ++j)
+    kept[exact[0][0][j].item<int64_t>()] = true;
+  const int64_t missing = std::find(kept.begin(), kept.end(), false) - kept.begin();
+  one_off[0][0][0] = missing;
+  EXPECT_EQ(rakv::apps::selection_recall(one_off, exact), (96.0 * 389.0 - 1.0) / (96.0 * 389.0));
 }
 
 }  // namespace

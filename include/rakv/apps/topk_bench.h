@@ -42,8 +42,9 @@ inline constexpr const char* kTopkCsvHeader =
     "T,k,method,returned_k,recall,median_ms,torch_topk_ms";
 
 std::vector<TopkBenchRow> run_topk_benchmark(const TopkBenchOptions& options);
-// Mean over rows of the fraction of `reference` indices (int64 [B, H, k]) found in `selected`
-// (int64 [B, H, n]).
+// Fraction of the `reference` indices (int64 [B, H, k]) found in `selected`, over all rows (equal
+// to the mean per-row recall; counted in integers, so identical selections give exactly 1).
+// selected: int64 [B, H, n].
 double selection_recall(const torch::Tensor& selected, const torch::Tensor& reference);
 std::string topk_csv_row(const TopkBenchRow& row);
 
