@@ -71,3 +71,11 @@ TORCH_LIBRARY_IMPL(rakv, CPU, m) {
   m.impl("kv_importance", &rakv::ops::kv_importance);
   m.impl("kv_select", &kv_select_by_name);
 }
+
+#if defined(RAKV_WITH_CUDA)
+// The same entry points pick the kernels of kernels/cuda for CUDA tensors (ops/cuda).
+TORCH_LIBRARY_IMPL(rakv, CUDA, m) {
+  m.impl("kv_importance", &rakv::ops::kv_importance);
+  m.impl("kv_select", &kv_select_by_name);
+}
+#endif
