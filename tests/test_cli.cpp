@@ -77,6 +77,15 @@ TEST(Cli, TrainThenGenerate) {
   EXPECT_EQ(generated.out.rfind("Hello", 0), 0u);
   EXPECT_EQ(generated.out.size(), 5u + 40u + 1u);  // prompt, 40 bytes, newline
   EXPECT_NE(generated.err.find("KV cache"), std::string::npos);
+  // A pruned cache: the budget reaches the cache (the flag was documented but not registered).
+  const auto pruned = run_cli("generate --checkpoint '" + out +
+                              "/model.safetensors' --prompt 'Hello' --tokens 40 --kv-budget 0.5");
+  ASSERT_EQ(pruned.exit_code, 0) << pruned.err;
+  EXPECT_EQ(pruned.out.size(), 5u + 40u + 1u);
+  EXPECT_NE(pruned.err.find("budget 0.5"), std::string::npos) << pruned.err;
+  expect_clean_failure(
+      run_cli("generate --checkpoint '" + out + "/model.safetensors' --tokens 4 --kv-budget 1.5"),
+      "KV budget (keep ratio) must be in (0, 1]");
 }
 
 TEST(Cli, ConfigPrintsKconfigAndOptions) {

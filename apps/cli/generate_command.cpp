@@ -55,6 +55,11 @@ void add_generate_command(CLI::App& app, Action& run) {
   cmd->add_option("--top-k", args->top_k, "Sample among the k most likely tokens, 0 = all [CONFIG_TOP_K]")
       ->check(kNonNegative);
   cmd->add_option("--seed", args->seed, "Random seed [CONFIG_SEED]")->check(kNonNegative);
+  cmd->add_option("--kv-budget", args->kv_budget,
+                  "Fraction of the tokens whose K and V the cache keeps, in (0, 1] [CONFIG_KV_BUDGET]")
+      ->check(kPositive);
+  cmd->add_option("--kvsplice", args->kvsplice, "KVSplice file from rakv calibrate: V held compressed")
+      ->check(CLI::ExistingFile);
   cmd->callback([&run, args] { run = [args] { return run_generate(*args); }; });
 }
 
