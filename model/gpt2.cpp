@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include "rakv/model/gpt2.h"
+#include "rakv/ops.h"
 #include "rakv/nn/causal_self_attention.h"
 
 namespace rakv::model {
@@ -135,30 +136,37 @@ void GPT2Impl::check_tokens(const torch::Tensor& idx, int64_t start) const {
   }
 }
 
-torch::Tensor GPT2Impl::head(const torch::Tensor& x) {
+torch::Tensor GPT2Impl::padded_head(const torch::Tensor& x) {
   // cuBLAS has no fast Hopper kernel for an output width like GPT-2's 50257: profiled on an H200,
   // the tied LM head then ran an sm75 fallback GEMM and took 30 of the step's 72 ms. Zero rows
-  // pad the weight to a multiple of 64 (as llm.c pads to 50304); the extra logits are cut off.
+  // pad the weight to a multiple of 64 (as llm.c pads to 50304).
   const int64_t padding = (64 - config_.vocab_size % 64) % 64;
   if (!x.is_cuda() || padding == 0) return torch::nn::functional::linear(ln_f(x), wte->weight);
   const torch::Tensor padded = torch::constant_pad_nd(wte->weight, {0, 0, 0, padding});
-  return torch::nn::functional::linear(ln_f(x), padded).narrow(-1, 0, config_.vocab_size);
+  return torch::nn::functional::linear(ln_f(x), padded);
 }
 
-torch::Tensor GPT2Impl::forward(const torch::Tensor& idx) {
+torch::Tensor GPT2Impl::head(const torch::Tensor& x) {
+  const torch::Tensor logits = padded_head(x);
+  return logits.size(-1) == config_.vocab_size ? logits : logits.narrow(-1, 0, config_.vocab_size);
+}
+
+torch::Tensor GPT2Impl::hidden_states(const torch::Tensor& idx) {
   check_tokens(idx, 0);
   const torch::Tensor pos = torch::arange(idx.size(1), idx.options());
   torch::Tensor x = torch::dropout(wte(idx) + wpe(pos), config_.dropout, is_training());
   for (auto& block : block_list_) x = block->forward(x);
-  return head(x);
+  return x;
 }
+
+torch::Tensor GPT2Impl::forward(const torch::Tensor& idx) { return head(hidden_states(idx)); }
 
 torch::Tensor GPT2Impl::loss(const torch::Tensor& idx, const torch::Tensor& targets) {
   TORCH_CHECK(targets.sizes() == idx.sizes(), "targets ", targets.sizes(), " do not match inputs ",
               idx.sizes());
-  const torch::Tensor logits = forward(idx);
-  return torch::nn::functional::cross_entropy(logits.to(torch::kFloat32).reshape({-1, logits.size(-1)}),
-                                              targets.reshape({-1}));
+  // The fused loss reads the (bf16, under autocast) padded logits as they are: no float32 copy,
+  // no cut to the vocabulary (the padding columns get zero gradient).
+  return ops::cross_entropy_loss(padded_head(hidden_states(idx)), targets, config_.vocab_size);
 }
 
 GenerationCache GPT2Impl::new_cache(const std::vector<nn::KVCachePolicy>& policies) const {

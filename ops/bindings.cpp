@@ -46,6 +46,15 @@ TORCH_LIBRARY(rakv, m) {
   m.def(
       "kv_select(Tensor importance, int k_keep, int recency, str method, float sample_fraction, "
       "int seed) -> Tensor");
+  m.def(
+      "cross_entropy_loss(Tensor logits, Tensor targets, int vocab_size=0, int ignore_index=-100) "
+      "-> Tensor");
+  m.def(
+      "cross_entropy_forward(Tensor logits, Tensor targets, int vocab_size, int ignore_index) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "cross_entropy_backward(Tensor grad_scale, Tensor logits, Tensor targets, Tensor lse, "
+      "int vocab_size, int ignore_index) -> Tensor");
   // No tensor argument to dispatch on: one kernel for every backend.
   m.def("kv_keep_count(int T, float keep_ratio, int k_min) -> int", &rakv::ops::kv_keep_count);
 }
@@ -62,6 +71,7 @@ TORCH_LIBRARY_IMPL(rakv, CompositeImplicitAutograd, m) {
   // kernels below.
   m.impl("monotone_spline", &rakv::ops::monotone_spline);
   m.impl("monotone_spline_inverse", &rakv::ops::monotone_spline_inverse);
+  m.impl("cross_entropy_loss", &rakv::ops::cross_entropy_loss);
 }
 
 // CPU kernels (kernels/cpu) without autograd.
@@ -70,6 +80,8 @@ TORCH_LIBRARY_IMPL(rakv, CPU, m) {
   m.impl("monotone_spline_backward", &rakv::ops::monotone_spline_backward);
   m.impl("kv_importance", &rakv::ops::kv_importance);
   m.impl("kv_select", &kv_select_by_name);
+  m.impl("cross_entropy_forward", &rakv::ops::cross_entropy_forward);
+  m.impl("cross_entropy_backward", &rakv::ops::cross_entropy_backward);
 }
 
 #if defined(RAKV_WITH_CUDA)
@@ -77,5 +89,7 @@ TORCH_LIBRARY_IMPL(rakv, CPU, m) {
 TORCH_LIBRARY_IMPL(rakv, CUDA, m) {
   m.impl("kv_importance", &rakv::ops::kv_importance);
   m.impl("kv_select", &kv_select_by_name);
+  m.impl("cross_entropy_forward", &rakv::ops::cross_entropy_forward);
+  m.impl("cross_entropy_backward", &rakv::ops::cross_entropy_backward);
 }
 #endif

@@ -5,25 +5,18 @@
 
 #include "rakv/kernels/spline.h"
 #include "rakv/ops.h"
+#include "float_dispatch.h"
 
 namespace rakv::ops {
 namespace {
+
+using detail::dispatch_float_or_double;
 
 using rakv::kernels::SplineDirection;
 using rakv::kernels::SplineParams;
 
 const char* op_name(bool inverse) {
   return inverse ? "monotone_spline_inverse" : "monotone_spline";
-}
-
-// Calls f(float{}) or f(double{}) for the dtype (already checked to be one of the two).
-template <typename F>
-void dispatch_float_or_double(torch::ScalarType dtype, const F& f) {
-  if (dtype == torch::kFloat64) {
-    f(double{});
-  } else {
-    f(float{});
-  }
 }
 
 template <typename T>

@@ -84,7 +84,7 @@ kernel_tests() { BUILD_DIR=$ROOT/build-cuda-tests tests/cuda/run.sh --no-build; 
 
 sanitizer() {
   local status=0 t
-  for t in test_kv_select test_kv_importance; do
+  for t in test_kv_select test_kv_importance test_cross_entropy; do
     for tool in memcheck racecheck; do
       echo "=== compute-sanitizer --tool $tool $t --quick --no-bench"
       compute-sanitizer --tool "$tool" --error-exitcode 3 "build-cuda-tests/$t" --quick --no-bench | tail -n 4 || status=1
@@ -102,6 +102,7 @@ baselines() { python3 tests/cuda/bench_baselines.py; }
 
 # GPT-2 training, rakv vs PyTorch (eager and compiled) on the same card, same shapes. E2E picks
 # the parts: short (T=1024), long (T=16384), agree (same init, same batches), profile.
+# E2E_REF_VARIANTS limits the PyTorch runs of `short` (default: plain ra ra_rmlp).
 e2e() {
   local rakv=build-cuda/rakv ref="python3 bench/torch_reference/train_gpt2.py"
   local cfg=configs/defconfigs/gpt2-124m-ra-rmlp dir=$RESULTS/e2e parts=${E2E:-short,long,agree,profile}
@@ -112,6 +113,7 @@ e2e() {
     for v in plain ra ra_rmlp; do
       # shellcheck disable=SC2086
       $rakv bench-train --config $cfg $common ${variants[$v]} --steps 30 --warmup 5 --json "$dir/rakv-$v-1024.json"
+      [[ " ${E2E_REF_VARIANTS:-plain ra ra_rmlp} " == *" $v "* ]] || continue
       $ref --config $cfg $common ${variants[$v]} --steps 30 --warmup 5 --json "$dir/eager-$v-1024.json"
       $ref --config $cfg $common ${variants[$v]} --steps 30 --warmup 10 --compile --json "$dir/compile-$v-1024.json"
     done

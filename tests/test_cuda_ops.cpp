@@ -329,6 +329,52 @@ TEST(CudaOps, PaddedLmHeadMatchesTheCpu) {
   EXPECT_LT(relative_error(gpu->wte->weight.grad().cpu(), cpu->wte->weight.grad()), 1e-3);
 }
 
+// The fused cross-entropy on CUDA: loss and gradient of bf16, fp16 and fp32 logits (padding
+// columns, ignored rows, a [B, T, V] view whose rows are strided) against float64 on the CPU.
+TEST(CudaOps, FusedCrossEntropyMatchesTheFloat64Reference) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(91);
+  for (const auto dtype : {torch::kBFloat16, torch::kHalf, torch::kFloat32}) {
+    const int64_t columns = 1088, vocab = 1061;
+    const torch::Tensor wide = (torch::randn({3, 50, columns + 16}, torch::kFloat64) * 3).to(dtype);
+    const torch::Tensor logits = wide.narrow(-1, 0, columns);  // rows strided by columns + 16
+    torch::Tensor targets = torch::randint(0, vocab, {3, 50}, torch::kInt64);
+    targets.view({-1}).slice(0, 1, torch::indexing::None, 6).fill_(-100);
+    const torch::Tensor x = logits.to(kCuda).requires_grad_(true);
+    const torch::Tensor loss = rakv::ops::cross_entropy_loss(x, targets.to(kCuda), vocab, -100);
+    loss.backward();
+    const torch::Tensor x64 = logits.to(torch::kFloat64).requires_grad_(true);
+    const torch::Tensor expected = torch::nn::functional::cross_entropy(
+        x64.narrow(-1, 0, vocab).reshape({-1, vocab}), targets.reshape({-1}));
+    expected.backward();
+    SCOPED_TRACE(::testing::Message() << dtype);
+    EXPECT_NEAR(loss.item<double>(), expected.item<double>(), 2e-6 * expected.item<double>());
+    ASSERT_EQ(x.grad().scalar_type(), dtype);
+    const double tol = dtype == torch::kFloat32 ? 1e-5 : dtype == torch::kHalf ? 2e-3 : 1e-2;
+    EXPECT_LT(relative_error(x.grad().cpu(), x64.grad()), tol);
+    EXPECT_TRUE(x.grad().narrow(-1, vocab, columns - vocab).eq(0).all().item<bool>());
+  }
+}
+
+// No host check on CUDA (it would stall every step): a target out of range makes the loss NaN,
+// which the training loop reports. float64 logits are refused with a clear message.
+TEST(CudaOps, FusedCrossEntropyFlagsBadTargetsAndRefusesFloat64) {
+  SKIP_WITHOUT_CUDA();
+  const torch::Tensor logits = torch::randn({4, 64}, torch::TensorOptions().device(kCuda));
+  const torch::Tensor targets = torch::tensor({1, 64, 3, -100}, torch::kInt64).to(kCuda);
+  EXPECT_TRUE(std::isnan(rakv::ops::cross_entropy_loss(logits, targets).item<double>()));
+  rakv::testing::expect_error_containing(
+      [&] { rakv::ops::cross_entropy_loss(logits.to(torch::kFloat64), targets); },
+      "float64 logits are supported on the CPU only");
+  const auto op = c10::Dispatcher::singleton()
+                      .findSchemaOrThrow("rakv::cross_entropy_forward", "")
+                      .typed<std::tuple<torch::Tensor, torch::Tensor>(
+                          const torch::Tensor&, const torch::Tensor&, int64_t, int64_t)>();
+  const torch::Tensor good = torch::tensor({1, 63, 3, -100}, torch::kInt64).to(kCuda);
+  const auto [loss, lse] = op.call(logits, good, 64, -100);
+  EXPECT_LT(relative_error(lse.cpu(), torch::logsumexp(logits.cpu(), 1)), 1e-6);
+}
+
 TEST(CudaOps, Bf16TrainingStepLowersTheLoss) {
   SKIP_WITHOUT_CUDA();
   torch::manual_seed(76);

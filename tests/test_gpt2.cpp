@@ -34,6 +34,19 @@ rakv::model::GPT2 make_model(const Config& cfg) {
   return rakv::model::GPT2(rakv::model::gpt2_config_from(cfg));
 }
 
+// The fused loss (ops::cross_entropy_loss) equals LibTorch's cross-entropy of forward()'s logits,
+// with RA and R-MLP layers and a vocabulary that is not a multiple of 64.
+TEST(GPT2, LossIsTheCrossEntropyOfTheLogits) {
+  Config cfg = small_config("0,2", "1");
+  cfg.set("CONFIG_VOCAB_SIZE", "61");
+  auto model = make_model(cfg);
+  const torch::Tensor idx = torch::randint(0, 61, {2, 24}, torch::kInt64);
+  const torch::Tensor targets = torch::randint(0, 61, {2, 24}, torch::kInt64);
+  const torch::Tensor expected = torch::nn::functional::cross_entropy(
+      model->forward(idx).reshape({-1, 61}), targets.reshape({-1}));
+  EXPECT_NEAR(model->loss(idx, targets).item<double>(), expected.item<double>(), 1e-6);
+}
+
 TEST(GPT2, MixesLayerKindsAsConfigured) {
   auto model = make_model(small_config("0,2", "1"));
   EXPECT_EQ(model->reciprocal_attention_layers().size(), 2u);

@@ -167,6 +167,39 @@ std::string to_string(TopkMethod method);
 torch::Tensor kv_select(const torch::Tensor& importance, int64_t k_keep, int64_t recency,
                         TopkMethod method, double sample_fraction, uint64_t seed);
 
+// ---------------------------------------------------------------------------------------------
+// Language-model loss
+// ---------------------------------------------------------------------------------------------
+
+// Mean softmax cross-entropy of language-model logits, fused: the loss and its gradient are
+// computed from the logits as they are (bf16 under autocast), with no float32 copy and no stored
+// softmax (kernels/cpu/cross_entropy.cpp, kernels/cuda/cross_entropy.cu).
+// logits: [..., columns], float32, float64, float16 or bfloat16 (float64 on the CPU only), on
+// the CPU or CUDA. targets: int64 [...] (logits' leading shape), same device. The first
+// `vocab_size` columns are the classes (vocab_size <= 0: all of them); the rest are padding (an
+// LM head padded to a GEMM-friendly width), never read, with zero gradient. Rows whose target is
+// `ignore_index` count neither in the sum nor in the mean.
+// Returns a 0-dim tensor, float64 for float64 logits and float32 otherwise: the mean over counted
+// rows of logsumexp(x[:vocab]) - x[target] (NaN when every row is ignored, like PyTorch's).
+// Differentiable in logits; the gradient has the logits' dtype and shape.
+// A target outside [0, vocab_size) that is not ignore_index is an error on the CPU; on CUDA,
+// where checking would stall the host every step, that row's loss (and so the mean) is NaN.
+torch::Tensor cross_entropy_loss(const torch::Tensor& logits, const torch::Tensor& targets,
+                                 int64_t vocab_size = 0, int64_t ignore_index = -100);
+
+// The kernels without autograd, on logits [..., columns] and targets [...] as above:
+// cross_entropy_forward returns (loss, lse), both [N] rows (N = targets.numel()) in float32
+// (float64 for float64 logits): loss 0 on ignored rows. cross_entropy_backward takes that lse
+// and grad_scale, a 0-dim tensor on the logits' device (the gradient of the caller's total with
+// respect to every counted row's loss), and returns grad_logits shaped like logits.
+std::tuple<torch::Tensor, torch::Tensor> cross_entropy_forward(const torch::Tensor& logits,
+                                                               const torch::Tensor& targets,
+                                                               int64_t vocab_size,
+                                                               int64_t ignore_index);
+torch::Tensor cross_entropy_backward(const torch::Tensor& grad_scale, const torch::Tensor& logits,
+                                     const torch::Tensor& targets, const torch::Tensor& lse,
+                                     int64_t vocab_size, int64_t ignore_index);
+
 // Threads the KV pruning CPU kernels use: OMP_NUM_THREADS when set, else every core. Not
 // at::get_num_threads(): training sets that to 1 so that OpenBLAS owns the cores, while these
 // kernels run between the GEMMs.

@@ -23,4 +23,14 @@ std::vector<torch::Tensor> chunked_causal_attention_varlen(const std::vector<tor
                                                            const std::vector<torch::Tensor>& k,
                                                            const std::vector<torch::Tensor>& v);
 
+// The fused cross-entropy kernels (checked by ops::cross_entropy_forward / _backward).
+// logits: [N, columns] float32, float16 or bfloat16 with a contiguous last dim; targets: int64
+// [N] contiguous. Return (loss [N], lse [N]) in float32, and grad_logits [N, columns].
+std::tuple<torch::Tensor, torch::Tensor> cross_entropy_forward(const torch::Tensor& logits,
+                                                               const torch::Tensor& targets,
+                                                               int64_t vocab_size, int64_t ignore_index);
+torch::Tensor cross_entropy_backward(const torch::Tensor& grad_scale, const torch::Tensor& logits,
+                                     const torch::Tensor& targets, const torch::Tensor& lse,
+                                     int64_t vocab_size, int64_t ignore_index);
+
 }  // namespace rakv::ops::cuda

@@ -4,6 +4,7 @@ torch.topk on [8, 12, T] fp32 (k = 0.38 T; default sorted=True, sorted=False, an
 followed by sorting the indices, which is what kv_select returns) and causal SDPA forward at
 B=1, H=12 (fp16), timed with CUDA events (median): one eager call per timed region, with and
 without an L2 flush before it, and a CUDA graph of 20 calls (per call, no host launch gaps).
+Also GPT-2's LM-head cross-entropy (bf16 logits, eager and torch.compile), forward and backward.
 """
 import statistics
 
@@ -61,6 +62,32 @@ def main():
         q, k, v = (torch.randn(1, 12, t, d, device="cuda", dtype=torch.float16) for _ in range(3))
         fn = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
         print(f"| SDPA causal fwd fp16 | B1 H12 T{t} D{d} | {median_us(fn, warmup=2, reps=reps):.1f} | - | - |")
+    cross_entropy_baselines()
+
+
+def cross_entropy_baselines():
+    """GPT-2's LM-head loss as training scripts run it under autocast: bf16 logits [16384, 50257]
+    (cut from a 50304-wide head), cross_entropy in float32, forward and forward + backward; and
+    torch.compile of the same function (which fuses the cast and the softmax)."""
+    n, vocab, columns = 16384, 50257, 50304
+    padded = torch.randn(n, columns, device="cuda").mul_(2).to(torch.bfloat16).requires_grad_(True)
+    targets = torch.randint(0, vocab, (n,), device="cuda")
+
+    def loss_fn(logits):
+        return F.cross_entropy(logits[:, :vocab].float(), targets)
+
+    compiled = torch.compile(loss_fn)
+    for name, fn in (("F.cross_entropy(logits.float())", loss_fn), ("torch.compile of it", compiled)):
+        fwd = lambda: fn(padded)
+
+        def fwd_bwd():
+            padded.grad = None  # no accumulation pass into an earlier gradient
+            fn(padded).backward()
+
+        print(f"| {name} bf16 fwd | [{n}, {vocab}] | {median_us(fwd, reps=20):.1f} | "
+              f"{median_us(fwd, reps=20, flush=True):.1f} | - |")
+        print(f"| {name} bf16 fwd+bwd | [{n}, {vocab}] | {median_us(fwd_bwd, reps=20):.1f} | "
+              f"{median_us(fwd_bwd, reps=20, flush=True):.1f} | - |")
 
 
 if __name__ == "__main__":

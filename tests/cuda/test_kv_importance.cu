@@ -18,59 +18,13 @@
 
 #include "rakv/kernels/cuda/kv_importance.h"
 #include "test_util.h"
+#include "test_elem_types.h"
 
 namespace kc = rakv::kernels::cuda;
 using rakv_test::DeviceBuffer;
+using rakv_test::Host;
 
 namespace {
-
-// Host-side storage of one element type: raw bits plus the float value they round to.
-template <typename E>
-struct Host;
-template <>
-struct Host<__half> {
-  static uint16_t encode(float x) {
-    return static_cast<__half_raw>(__float2half_rn(x)).x;
-  }
-  static float decode(uint16_t b) {
-    __half_raw r;
-    r.x = b;
-    return __half2float(__half(r));
-  }
-  using Bits = uint16_t;
-  static constexpr kc::ElemType type = kc::ElemType::kFloat16;
-  static constexpr const char* name = "fp16";
-};
-template <>
-struct Host<__nv_bfloat16> {
-  static uint16_t encode(float x) {
-    return static_cast<__nv_bfloat16_raw>(__float2bfloat16_rn(x)).x;
-  }
-  static float decode(uint16_t b) {
-    __nv_bfloat16_raw r;
-    r.x = b;
-    return __bfloat162float(__nv_bfloat16(r));
-  }
-  using Bits = uint16_t;
-  static constexpr kc::ElemType type = kc::ElemType::kBFloat16;
-  static constexpr const char* name = "bf16";
-};
-template <>
-struct Host<float> {
-  static uint32_t encode(float x) {
-    uint32_t b;
-    std::memcpy(&b, &x, 4);
-    return b;
-  }
-  static float decode(uint32_t b) {
-    float x;
-    std::memcpy(&x, &b, 4);
-    return x;
-  }
-  using Bits = uint32_t;
-  static constexpr kc::ElemType type = kc::ElemType::kFloat32;
-  static constexpr const char* name = "fp32";
-};
 
 // float64 reference: importance [B*H*T].
 std::vector<double> reference(const std::vector<float>& qkv, int64_t B, int64_t H, int64_t T, int64_t D,

@@ -74,9 +74,11 @@ class GPT2Impl : public torch::nn::Module {
  public:
   explicit GPT2Impl(const GPT2Config& config);
 
-  // idx: int64 [B, T] token ids, T <= block_size -> logits [B, T, vocab] (float32).
+  // idx: int64 [B, T] token ids, T <= block_size -> logits [B, T, vocab] (float32; bfloat16
+  // under CUDA autocast).
   torch::Tensor forward(const torch::Tensor& idx);
-  // Mean cross-entropy of forward(idx) against targets (int64 [B, T]).
+  // Mean cross-entropy of forward(idx) against targets (int64 [B, T] in [0, vocab)), float32
+  // 0-dim; computed by the fused ops::cross_entropy_loss.
   torch::Tensor loss(const torch::Tensor& idx, const torch::Tensor& targets);
   // Logits of the tokens idx [B, T_new] that follow those already in `cache`.
   torch::Tensor forward_cached(const torch::Tensor& idx, GenerationCache& cache);
@@ -103,6 +105,11 @@ class GPT2Impl : public torch::nn::Module {
   torch::nn::LayerNorm ln_f{nullptr};
 
  private:
+  // The last block's output [B, T, C] for idx [B, T].
+  torch::Tensor hidden_states(const torch::Tensor& idx);
+  // Logits [B, T, columns]: columns = vocab, or on CUDA vocab padded to a multiple of 64 (the
+  // extra columns are zero); head() cuts them to vocab.
+  torch::Tensor padded_head(const torch::Tensor& x);
   torch::Tensor head(const torch::Tensor& x);
   void check_tokens(const torch::Tensor& idx, int64_t start) const;
   GPT2Config config_;
