@@ -66,14 +66,24 @@ torch::Tensor BlockImpl::run_mlp(const torch::Tensor& x) {
   return rmlp ? rmlp->forward(x) : mlp->forward(x);
 }
 
+namespace {
+
+// The module keeps the parameters (and their checkpoint names); ops::layer_norm runs the fused
+// CUDA kernel, whose output is already in autocast's dtype.
+torch::Tensor normalize(const torch::nn::LayerNorm& norm, const torch::Tensor& x) {
+  return ops::layer_norm(x, norm->weight, norm->bias, norm->options.eps());
+}
+
+}  // namespace
+
 torch::Tensor BlockImpl::forward(const torch::Tensor& x) {
-  const torch::Tensor h = x + attn->forward(ln_1(x));
-  return h + run_mlp(ln_2(h));
+  const torch::Tensor h = x + attn->forward(normalize(ln_1, x));
+  return h + run_mlp(normalize(ln_2, h));
 }
 
 torch::Tensor BlockImpl::forward_cached(const torch::Tensor& x, nn::LayerKVCache& cache) {
-  const torch::Tensor h = x + attn->forward_cached(ln_1(x), cache);
-  return h + run_mlp(ln_2(h));
+  const torch::Tensor h = x + attn->forward_cached(normalize(ln_1, x), cache);
+  return h + run_mlp(normalize(ln_2, h));
 }
 
 GPT2Impl::GPT2Impl(const GPT2Config& config) : config_(config) {
@@ -141,9 +151,9 @@ torch::Tensor GPT2Impl::padded_head(const torch::Tensor& x) {
   // the tied LM head then ran an sm75 fallback GEMM and took 30 of the step's 72 ms. Zero rows
   // pad the weight to a multiple of 64 (as llm.c pads to 50304).
   const int64_t padding = (64 - config_.vocab_size % 64) % 64;
-  if (!x.is_cuda() || padding == 0) return torch::nn::functional::linear(ln_f(x), wte->weight);
+  if (!x.is_cuda() || padding == 0) return torch::nn::functional::linear(normalize(ln_f, x), wte->weight);
   const torch::Tensor padded = torch::constant_pad_nd(wte->weight, {0, 0, 0, padding});
-  return torch::nn::functional::linear(ln_f(x), padded);
+  return torch::nn::functional::linear(normalize(ln_f, x), padded);
 }
 
 torch::Tensor GPT2Impl::head(const torch::Tensor& x) {

@@ -3,6 +3,10 @@
 // without a CUDA device (run by scripts/device.sh on the GPU).
 #include <torch/torch.h>
 
+#if TORCH_VERSION_MAJOR >= 2
+#include <ATen/autocast_mode.h>
+#endif
+
 #include "rakv/apps/train_step.h"
 #include "rakv/model/gpt2.h"
 #include "rakv/nn/pruned_kv_attention.h"
@@ -374,6 +378,61 @@ TEST(CudaOps, FusedCrossEntropyFlagsBadTargetsAndRefusesFloat64) {
   const auto [loss, lse] = op.call(logits, good, 64, -100);
   EXPECT_LT(relative_error(lse.cpu(), torch::logsumexp(logits.cpu(), 1)), 1e-6);
 }
+
+// The fused LayerNorm against float64 on the CPU: float32 x (float32 out), bf16 x with float32
+// parameters, a width the kernels do not take (LibTorch's path), and under autocast a bf16 output.
+TEST(CudaOps, FusedLayerNormMatchesTheFloat64Reference) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(93);
+  struct Case {
+    torch::ScalarType x_dtype;
+    int64_t c;
+    double tol;
+  };
+  for (const Case& c : {Case{torch::kFloat32, 768, 1e-5}, Case{torch::kBFloat16, 256, 2e-2},
+                        Case{torch::kFloat32, 30, 1e-5}, Case{torch::kFloat32, 2048, 1e-5}}) {
+    const torch::Tensor x0 = torch::randn({5, 37, c.c}, torch::kFloat64) * 2 + 0.3;
+    const torch::Tensor w0 = torch::randn({c.c}, torch::kFloat64) * 0.5 + 1;
+    const torch::Tensor b0 = torch::randn({c.c}, torch::kFloat64) * 0.5;
+    const torch::Tensor dy = torch::randn({5, 37, c.c}, torch::kFloat64);
+    const torch::Tensor x = x0.to(c.x_dtype).to(kCuda).requires_grad_(true);
+    const torch::Tensor w = w0.to(torch::kFloat32).to(kCuda).requires_grad_(true);
+    const torch::Tensor b = b0.to(torch::kFloat32).to(kCuda).requires_grad_(true);
+    const torch::Tensor y = rakv::ops::layer_norm(x, w, b, 1e-5);
+    EXPECT_EQ(y.scalar_type(), c.x_dtype);
+    y.backward(dy.to(y.scalar_type()).to(kCuda));
+    const torch::Tensor xr = x0.to(c.x_dtype).to(torch::kFloat64).requires_grad_(true);
+    const torch::Tensor wr = w0.to(torch::kFloat32).to(torch::kFloat64).requires_grad_(true);
+    const torch::Tensor br = b0.to(torch::kFloat32).to(torch::kFloat64).requires_grad_(true);
+    const torch::Tensor expected = torch::layer_norm(xr, {c.c}, wr, br, 1e-5);
+    expected.backward(dy.to(c.x_dtype).to(torch::kFloat64));
+    SCOPED_TRACE(::testing::Message() << c.x_dtype << " C=" << c.c);
+    EXPECT_LT(relative_error(y.cpu(), expected), c.tol);
+    EXPECT_LT(relative_error(x.grad().cpu(), xr.grad()), c.tol);
+    EXPECT_LT(relative_error(w.grad().cpu(), wr.grad()), c.tol);
+    EXPECT_LT(relative_error(b.grad().cpu(), br.grad()), c.tol);
+  }
+}
+
+#if TORCH_VERSION_MAJOR >= 2
+TEST(CudaOps, FusedLayerNormWritesAutocastsDtype) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(94);
+  const torch::Tensor x = torch::randn({64, 768}, torch::TensorOptions().device(kCuda)).requires_grad_(true);
+  const torch::Tensor w = torch::randn({768}, torch::TensorOptions().device(kCuda)).requires_grad_(true);
+  const torch::Tensor b = torch::randn({768}, torch::TensorOptions().device(kCuda)).requires_grad_(true);
+  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+  const torch::Tensor y = rakv::ops::layer_norm(x, w, b, 1e-5);
+  at::autocast::set_autocast_enabled(at::kCUDA, false);
+  ASSERT_EQ(y.scalar_type(), torch::kBFloat16);
+  const torch::Tensor expected = torch::layer_norm(x.detach(), {768}, w.detach(), b.detach(), 1e-5);
+  EXPECT_LT(relative_error(y.to(torch::kFloat32), expected), 1e-2);
+  y.to(torch::kFloat32).sum().backward();
+  EXPECT_EQ(x.grad().scalar_type(), torch::kFloat32);
+  EXPECT_LT(relative_error(b.grad().cpu(), torch::full({768}, 64.0)), 1e-6);
+}
+#endif
 
 TEST(CudaOps, Bf16TrainingStepLowersTheLoss) {
   SKIP_WITHOUT_CUDA();

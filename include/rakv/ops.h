@@ -168,6 +168,20 @@ torch::Tensor kv_select(const torch::Tensor& importance, int64_t k_keep, int64_t
                         TopkMethod method, double sample_fraction, uint64_t seed);
 
 // ---------------------------------------------------------------------------------------------
+// Normalisation
+// ---------------------------------------------------------------------------------------------
+
+// LayerNorm over the last dim: (x - mean) / sqrt(var + eps) * weight + bias, the biased variance
+// (as torch::layer_norm). x: [..., C] floating; weight, bias: [C], on x's device. Differentiable in
+// all three. On CUDA, for C % 4 == 0 and 4 <= C <= 2048, x float32 with float32 parameters or x
+// bf16/fp16 with parameters of its dtype or float32, a fused kernel (kernels/cuda/layer_norm.cu)
+// whose output is in autocast's dtype when CUDA autocast is on and x is float32 (as the next GEMM
+// reads it; torch::layer_norm would return float32 there), else in x's dtype. Otherwise
+// torch::layer_norm.
+torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& weight,
+                         const torch::Tensor& bias, double eps);
+
+// ---------------------------------------------------------------------------------------------
 // Language-model loss
 // ---------------------------------------------------------------------------------------------
 

@@ -33,4 +33,9 @@ torch::Tensor cross_entropy_backward(const torch::Tensor& grad_scale, const torc
                                      const torch::Tensor& targets, const torch::Tensor& lse,
                                      int64_t vocab_size, int64_t ignore_index);
 
+// The fused LayerNorm of ops::layer_norm (checked there), differentiable. Returns an undefined
+// tensor when the kernels do not take these shapes or dtypes.
+torch::Tensor fused_layer_norm(const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& bias, double eps);
+
 }  // namespace rakv::ops::cuda
