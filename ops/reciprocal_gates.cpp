@@ -4,6 +4,10 @@
 
 #include "rakv/ops.h"
 
+#if defined(RAKV_WITH_CUDA)
+#include "cuda/cuda_ops.h"
+#endif
+
 namespace rakv::ops {
 namespace {
 
@@ -60,6 +64,13 @@ torch::Tensor fold_reciprocal_gates(const torch::Tensor& c_attn_weight, const to
   check_gates(w_std, w_rec, n_head);
   const int64_t head_dim = n_embd / n_head;
   check_rank(head_dim, reciprocal_rank);
+#if defined(RAKV_WITH_CUDA)
+  if (c_attn_weight.is_cuda()) {
+    torch::Tensor folded =
+        cuda::fused_fold_reciprocal_gates(c_attn_weight, w_std, w_rec, n_head, reciprocal_rank);
+    if (folded.defined()) return folded;
+  }
+#endif
   // s^2 = max(w, 1e-8): the square of the gate scale, applied once to the query rows.
   const torch::Tensor q_row_scale =
       per_head_pattern(torch::clamp_min(w_std, 1e-8), torch::clamp_min(w_rec, 1e-8), n_head,

@@ -84,7 +84,7 @@ kernel_tests() { BUILD_DIR=$ROOT/build-cuda-tests tests/cuda/run.sh --no-build; 
 
 sanitizer() {
   local status=0 t
-  for t in test_kv_select test_kv_importance test_cross_entropy test_layer_norm; do
+  for t in test_kv_select test_kv_importance test_cross_entropy test_layer_norm test_gate_fold; do
     for tool in memcheck racecheck; do
       echo "=== compute-sanitizer --tool $tool $t --quick --no-bench"
       compute-sanitizer --tool "$tool" --error-exitcode 3 "build-cuda-tests/$t" --quick --no-bench | tail -n 4 || status=1

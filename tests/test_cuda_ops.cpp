@@ -379,6 +379,38 @@ TEST(CudaOps, FusedCrossEntropyFlagsBadTargetsAndRefusesFloat64) {
   EXPECT_LT(relative_error(lse.cpu(), torch::logsumexp(logits.cpu(), 1)), 1e-6);
 }
 
+// The fused gate fold against the float64 CPU op: folded weight, weight and gate gradients, for
+// shared and per-head gates (one below the 1e-8 floor).
+TEST(CudaOps, FusedGateFoldMatchesTheFloat64Reference) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(95);
+  for (const int64_t gates : {1, 6}) {
+    const torch::Tensor w0 = torch::randn({3 * 96, 96}, torch::kFloat64);
+    torch::Tensor std0 = torch::rand({gates}, torch::kFloat64) + 0.1;
+    torch::Tensor rec0 = torch::rand({gates}, torch::kFloat64) + 0.1;
+    rec0[0] = -0.25;
+    const torch::Tensor dy = torch::randn({3 * 96, 96}, torch::kFloat64);
+    const auto on_cuda = [&](const torch::Tensor& t) {
+      return t.to(torch::kFloat32).to(kCuda).requires_grad_(true);
+    };
+    const torch::Tensor w = on_cuda(w0), s = on_cuda(std0), r = on_cuda(rec0);
+    const torch::Tensor folded = rakv::ops::fold_reciprocal_gates(w, s, r, 6, 4);
+    folded.backward(dy.to(torch::kFloat32).to(kCuda));
+    const auto reference = [](const torch::Tensor& t) {
+      return t.to(torch::kFloat32).to(torch::kFloat64).requires_grad_(true);
+    };
+    const torch::Tensor wr = reference(w0), sr = reference(std0), rr = reference(rec0);
+    const torch::Tensor expected = rakv::ops::fold_reciprocal_gates(wr, sr, rr, 6, 4);
+    expected.backward(dy);
+    SCOPED_TRACE(::testing::Message() << gates << " gates");
+    EXPECT_LT(relative_error(folded.cpu(), expected), 1e-6);
+    EXPECT_LT(relative_error(w.grad().cpu(), wr.grad()), 1e-6);
+    EXPECT_LT(relative_error(s.grad().cpu(), sr.grad()), 1e-5);
+    EXPECT_LT(relative_error(r.grad().cpu(), rr.grad()), 1e-5);
+    EXPECT_EQ(r.grad()[0].item<float>(), 0.0f) << "a gate below the floor gets no gradient";
+  }
+}
+
 // The fused LayerNorm against float64 on the CPU: float32 x (float32 out), bf16 x with float32
 // parameters, a width the kernels do not take (LibTorch's path), and under autocast a bf16 output.
 TEST(CudaOps, FusedLayerNormMatchesTheFloat64Reference) {
@@ -431,6 +463,19 @@ TEST(CudaOps, FusedLayerNormWritesAutocastsDtype) {
   y.to(torch::kFloat32).sum().backward();
   EXPECT_EQ(x.grad().scalar_type(), torch::kFloat32);
   EXPECT_LT(relative_error(b.grad().cpu(), torch::full({768}, 64.0)), 1e-6);
+}
+
+TEST(CudaOps, FusedGateFoldWritesAutocastsDtype) {
+  SKIP_WITHOUT_CUDA();
+  const auto options = torch::TensorOptions().device(kCuda);
+  const torch::Tensor w = torch::randn({3 * 64, 64}, options);
+  const torch::Tensor s = torch::full({1}, 0.9, options), r = torch::full({1}, 0.1, options);
+  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+  const torch::Tensor folded = rakv::ops::fold_reciprocal_gates(w, s, r, 4, 4);
+  at::autocast::set_autocast_enabled(at::kCUDA, false);
+  ASSERT_EQ(folded.scalar_type(), torch::kBFloat16);
+  EXPECT_LT(relative_error(folded.to(torch::kFloat32), rakv::ops::fold_reciprocal_gates(w, s, r, 4, 4)), 1e-2);
 }
 #endif
 

@@ -28,7 +28,9 @@ torch::Tensor reciprocal_gate_scale(const torch::Tensor& w_std, const torch::Ten
 // The `fused` gate scaling: since (q*s).(k*s) = (q*s^2).k, scaling the Q rows of the fused
 // projection weight by s^2 gives the gated logits with no pass over activations (O(C^2) work,
 // independent of T). c_attn_weight: [3C, C] rows [Qf; Kf; V]. Returns [3C, C]; differentiable in
-// the weight and both gates.
+// the weight and both gates. On CUDA (float32 gates, C % 4 == 0) one kernel each way
+// (kernels/cuda/reciprocal_gate_fold.cu), and under CUDA autocast the result is already in
+// autocast's dtype (the cast the projection's GEMM would make).
 torch::Tensor fold_reciprocal_gates(const torch::Tensor& c_attn_weight, const torch::Tensor& w_std,
                                     const torch::Tensor& w_rec, int64_t n_head,
                                     int64_t reciprocal_rank);

@@ -38,4 +38,10 @@ torch::Tensor cross_entropy_backward(const torch::Tensor& grad_scale, const torc
 torch::Tensor fused_layer_norm(const torch::Tensor& x, const torch::Tensor& weight,
                                const torch::Tensor& bias, double eps);
 
+// The fold of ops::fold_reciprocal_gates in one kernel each way (checked there), differentiable
+// in the weight and both gates; the result is in autocast's dtype under CUDA autocast. Returns
+// an undefined tensor when the kernels do not take these shapes or dtypes.
+torch::Tensor fused_fold_reciprocal_gates(const torch::Tensor& c_attn_weight, const torch::Tensor& w_std,
+                                          const torch::Tensor& w_rec, int64_t n_head, int64_t reciprocal_rank);
+
 }  // namespace rakv::ops::cuda

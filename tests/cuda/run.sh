@@ -23,7 +23,7 @@ done
 flags=(-std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=sm_90
        --expt-relaxed-constexpr -Xcompiler=-Wall,-Wextra,-Wno-unused-parameter -Werror=all-warnings
        -I"$root/include" -I"$root/tests/cuda")
-tests=(test_kv_select test_kv_importance test_cross_entropy test_layer_norm)
+tests=(test_kv_select test_kv_importance test_cross_entropy test_layer_norm test_gate_fold)
 
 if [[ $mode != run ]]; then
   mkdir -p "$build"
