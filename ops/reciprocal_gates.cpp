@@ -81,6 +81,30 @@ torch::Tensor fold_reciprocal_gates(const torch::Tensor& c_attn_weight, const to
   return torch::cat({parts[0] * q_row_scale, parts[1], parts[2]}, 0);
 }
 
+torch::Tensor fold_reciprocal_mlp_gates(const torch::Tensor& c_proj_weight,
+                                        const torch::Tensor& w_std, const torch::Tensor& rec_scale,
+                                        int64_t split) {
+  TORCH_CHECK(c_proj_weight.dim() == 2 && c_proj_weight.is_floating_point(),
+              "fold_reciprocal_mlp_gates expects a floating down-projection weight [C, D_ff], got ",
+              c_proj_weight.scalar_type(), " ", c_proj_weight.sizes());
+  const int64_t hidden = c_proj_weight.size(1);
+  TORCH_CHECK(split >= 0 && split <= hidden, "fold_reciprocal_mlp_gates: split ", split,
+              " outside [0, ", hidden, "]");
+  TORCH_CHECK(w_std.numel() == 1 && rec_scale.numel() == 1 && w_std.is_floating_point() &&
+                  rec_scale.is_floating_point(),
+              "fold_reciprocal_mlp_gates: w_std and rec_scale must be one floating value each, got ",
+              w_std.sizes(), " and ", rec_scale.sizes());
+#if defined(RAKV_WITH_CUDA)
+  if (c_proj_weight.is_cuda()) {
+    torch::Tensor folded = cuda::fused_fold_reciprocal_mlp_gates(c_proj_weight, w_std, rec_scale, split);
+    if (folded.defined()) return folded;
+  }
+#endif
+  return torch::cat({c_proj_weight.narrow(1, 0, split) * w_std.reshape({}),
+                     c_proj_weight.narrow(1, split, hidden - split) * rec_scale.reshape({})},
+                    1);
+}
+
 torch::Tensor repack_reciprocal_qkv(const torch::Tensor& w_q, const torch::Tensor& w_k,
                                     const torch::Tensor& w_v, int64_t n_head,
                                     int64_t reciprocal_rank) {

@@ -411,6 +411,29 @@ TEST(CudaOps, FusedGateFoldMatchesTheFloat64Reference) {
   }
 }
 
+// The fused R-MLP fold against the float64 CPU op: folded weight, weight and scale gradients.
+TEST(CudaOps, FusedMlpFoldMatchesTheFloat64Reference) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(96);
+  const torch::Tensor w0 = torch::randn({64, 256}, torch::kFloat64);
+  const torch::Tensor a0 = torch::full({1}, 0.9, torch::kFloat64), b0 = torch::full({1}, 0.07, torch::kFloat64);
+  const torch::Tensor dy = torch::randn({64, 256}, torch::kFloat64);
+  const auto on_cuda = [](const torch::Tensor& t) { return t.to(torch::kFloat32).to(kCuda).requires_grad_(true); };
+  const torch::Tensor w = on_cuda(w0), a = on_cuda(a0), b = on_cuda(b0);
+  const torch::Tensor folded = rakv::ops::fold_reciprocal_mlp_gates(w, a, b, 192);
+  folded.backward(dy.to(torch::kFloat32).to(kCuda));
+  const auto reference = [](const torch::Tensor& t) {
+    return t.to(torch::kFloat32).to(torch::kFloat64).requires_grad_(true);
+  };
+  const torch::Tensor wr = reference(w0), ar = reference(a0), br = reference(b0);
+  const torch::Tensor expected = rakv::ops::fold_reciprocal_mlp_gates(wr, ar, br, 192);
+  expected.backward(dy);
+  EXPECT_LT(relative_error(folded.cpu(), expected), 1e-6);
+  EXPECT_LT(relative_error(w.grad().cpu(), wr.grad()), 1e-6);
+  EXPECT_LT(relative_error(a.grad().cpu(), ar.grad()), 1e-5);
+  EXPECT_LT(relative_error(b.grad().cpu(), br.grad()), 1e-5);
+}
+
 // The fused LayerNorm against float64 on the CPU: float32 x (float32 out), bf16 x with float32
 // parameters, a width the kernels do not take (LibTorch's path), and under autocast a bf16 output.
 TEST(CudaOps, FusedLayerNormMatchesTheFloat64Reference) {

@@ -1,6 +1,7 @@
 // Reciprocal MLP: literal vs fused (outputs and every gradient) for every option combination,
 // both against a float64 reference of SPEC §2, the tied mode for R_ff != n_embd, and bad input.
 #include "rakv/nn/reciprocal_mlp.h"
+#include "rakv/ops.h"
 
 #include "test_helpers.h"
 
@@ -134,6 +135,24 @@ TEST(ReciprocalMLP, BadInputGivesClearErrors) {
   options.reciprocal_units = 4;
   ReciprocalMLP mlp(options);
   expect_error_containing([&] { mlp->forward(torch::randn({2, 9})); }, "R-MLP expects x [..., 8]");
+}
+
+// The op behind the fused R-MLP: columns before `split` times w_std, the rest times rec_scale,
+// with gradients for all three (autograd of the formula).
+TEST(ReciprocalMLP, MlpGateFoldOpMatchesItsFormula) {
+  torch::manual_seed(97);
+  const torch::Tensor w = torch::randn({6, 20}, torch::kFloat64).requires_grad_(true);
+  const torch::Tensor a = torch::full({1}, 0.8, torch::kFloat64).requires_grad_(true);
+  const torch::Tensor b = torch::full({1}, 0.2, torch::kFloat64).requires_grad_(true);
+  const torch::Tensor dy = torch::randn({6, 20}, torch::kFloat64);
+  rakv::ops::fold_reciprocal_mlp_gates(w, a, b, 16).backward(dy);
+  const torch::Tensor scale = torch::cat({torch::full({16}, 0.8, torch::kFloat64), torch::full({4}, 0.2, torch::kFloat64)});
+  EXPECT_LT(relative_error(w.grad(), dy * scale), 1e-14);
+  EXPECT_NEAR(a.grad().item<double>(), (dy * w).narrow(1, 0, 16).sum().item<double>(), 1e-12);
+  EXPECT_NEAR(b.grad().item<double>(), (dy * w).narrow(1, 16, 4).sum().item<double>(), 1e-12);
+  expect_error_containing([&] { rakv::ops::fold_reciprocal_mlp_gates(w, a, b, 21); }, "split 21 outside [0, 20]");
+  expect_error_containing([&] { rakv::ops::fold_reciprocal_mlp_gates(w, torch::ones({2}), b, 4); },
+                          "one floating value each");
 }
 
 }  // namespace

@@ -28,12 +28,21 @@ torch::Tensor reciprocal_gate_scale(const torch::Tensor& w_std, const torch::Ten
 // The `fused` gate scaling: since (q*s).(k*s) = (q*s^2).k, scaling the Q rows of the fused
 // projection weight by s^2 gives the gated logits with no pass over activations (O(C^2) work,
 // independent of T). c_attn_weight: [3C, C] rows [Qf; Kf; V]. Returns [3C, C]; differentiable in
-// the weight and both gates. On CUDA (float32 gates, C % 4 == 0) one kernel each way
+// the weight and both gates. On CUDA (C % 4 == 0) one kernel each way
 // (kernels/cuda/reciprocal_gate_fold.cu), and under CUDA autocast the result is already in
 // autocast's dtype (the cast the projection's GEMM would make).
 torch::Tensor fold_reciprocal_gates(const torch::Tensor& c_attn_weight, const torch::Tensor& w_std,
                                     const torch::Tensor& w_rec, int64_t n_head,
                                     int64_t reciprocal_rank);
+
+// R-MLP's fused down-projection: c_proj_weight [C, D_ff] with its first `split` columns (the
+// standard hidden units) times w_std and the rest (the reciprocal units) times rec_scale; w_std
+// and rec_scale: one value each ([1] or 0-dim), floating. Returns [C, D_ff]; differentiable in
+// all three. On CUDA (split and D_ff multiples of 4) one kernel each way
+// (kernels/cuda/reciprocal_gate_fold.cu), the result in autocast's dtype under CUDA autocast.
+torch::Tensor fold_reciprocal_mlp_gates(const torch::Tensor& c_proj_weight,
+                                        const torch::Tensor& w_std, const torch::Tensor& rec_scale,
+                                        int64_t split);
 
 // Builds the folded RA projection from a plain checkpoint's per-head W_q, W_k, W_v (each [C, C],
 // head h in rows h*D .. h*D+D-1): Qf = [W_q std rows; W_k last R rows], Kf = [W_k std rows; W_q

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "dispatch.cuh"
+#include "elem_convert.cuh"
 #include "rakv/kernels/cuda/cross_entropy.h"
 
 namespace rakv::kernels::cuda {
@@ -27,32 +28,6 @@ __device__ __forceinline__ float ex2(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename elem_t>
-__device__ __forceinline__ elem_t from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-
-// kVec consecutive elements moved as one 16-byte access (kVec = 16 / sizeof(elem_t)) or as one
-// element (kVec = 1, unaligned rows).
-template <typename elem_t, int kVec>
-struct alignas(sizeof(elem_t) * kVec) Pack {
-  elem_t v[kVec];
-};
 
 // Running softmax denominator in base 2: sum of 2^(y - max) over the values y = x * log2(e) seen.
 struct OnlineSum {

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "dispatch.cuh"
+#include "elem_convert.cuh"
 #include "rakv/kernels/cuda/layer_norm.h"
 
 namespace rakv::kernels::cuda {
@@ -21,34 +22,6 @@ constexpr int kWarps = 4;  // rows per block (one warp each)
 constexpr int kThreads = kWarps * 32;
 constexpr int kMaxCols = 2048;
 constexpr int kMaxBackwardBlocks = 512;  // each warp then loops over rows, summing dweight / dbias
-
-template <typename T>
-struct TypeTag {
-  using type = T;
-};
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-
-template <typename T>
-struct alignas(4 * sizeof(T)) Pack4 {
-  T v[4];
-};
 
 template <typename T>
 __device__ __forceinline__ void load4(const T* at, float (&out)[4]) {

@@ -1,14 +1,18 @@
-// Reciprocal Attention's gate fold (definition in include/rakv/kernels/cuda/reciprocal_gate_fold.h).
+// The gate folds of RA (query rows) and R-MLP (down-projection columns); definitions in
+// include/rakv/kernels/cuda/reciprocal_gate_fold.h.
 //
-// Why: composed from LibTorch ops, the fold and its backward are about twenty small kernels per
+// Why: composed from LibTorch ops, the RA fold and its backward are about twenty small kernels per
 // layer (clamps, the per-head pattern, split, multiply, concatenate, their backwards) plus two
 // copies of the [3C, C] weight: about 60 us per layer and step on an H200, 2% of a GPT-2 124M step.
 // Here the forward is one pass that also does autocast's cast, and the backward one pass plus a
-// one-block reduction.
+// one-block reduction. The R-MLP fold (two column slices scaled, concatenated, cast by autocast;
+// slice gradients zero-padded and added, two reductions) passed over the [C, D_ff] weight six
+// to eight times per layer and step, about 1 ms per step: likewise one pass each way here.
 #include <cstdint>
 #include <type_traits>
 
 #include "dispatch.cuh"
+#include "elem_convert.cuh"
 #include "rakv/kernels/cuda/reciprocal_gate_fold.h"
 
 namespace rakv::kernels::cuda {
@@ -17,34 +21,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr float kGateFloor = 1e-8f;
-
-template <typename T>
-struct TypeTag {
-  using type = T;
-};
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-
-template <typename T>
-struct alignas(4 * sizeof(T)) Pack4 {
-  T v[4];
-};
 
 struct RowGate {
   int index = -1;      // gate index g, -1 for K and V rows (scale 1)
@@ -146,6 +122,65 @@ __global__ void __launch_bounds__(kThreads) gate_fold_gate_grad_kernel(GateFoldP
   }
 }
 
+// R-MLP: one block per row.
+template <typename w_t, typename f_t>
+__global__ void __launch_bounds__(kThreads) mlp_fold_forward_kernel(MlpFoldParams p) {
+  const int64_t row = blockIdx.x;
+  const float a = *p.scale_std, b = *p.scale_rec;
+  const auto* in = reinterpret_cast<const Pack4<w_t>*>(static_cast<const w_t*>(p.weight) + row * p.cols);
+  auto* out = reinterpret_cast<Pack4<f_t>*>(static_cast<f_t*>(p.folded) + row * p.cols);
+  for (int64_t i = threadIdx.x; i < p.cols / 4; i += kThreads) {
+    const float s = 4 * i < p.split ? a : b;  // split % 4 == 0: a vector never straddles it
+    const Pack4<w_t> w = in[i];
+    Pack4<f_t> f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) f.v[j] = from_float<f_t>(to_float(w.v[j]) * s);
+    out[i] = f;
+  }
+}
+
+template <typename w_t, typename f_t>
+__global__ void __launch_bounds__(kThreads) mlp_fold_backward_kernel(MlpFoldParams p) {
+  __shared__ float scratch[kThreads / 32];
+  const int64_t row = blockIdx.x;
+  const float a = *p.scale_std, b = *p.scale_rec;
+  const auto* grad = reinterpret_cast<const Pack4<f_t>*>(static_cast<const f_t*>(p.grad_folded) + row * p.cols);
+  const auto* weight = reinterpret_cast<const Pack4<w_t>*>(static_cast<const w_t*>(p.weight) + row * p.cols);
+  auto* out = reinterpret_cast<Pack4<w_t>*>(static_cast<w_t*>(p.grad_weight) + row * p.cols);
+  float dot_std = 0.f, dot_rec = 0.f;
+  for (int64_t i = threadIdx.x; i < p.cols / 4; i += kThreads) {
+    const bool standard = 4 * i < p.split;
+    const Pack4<f_t> g = grad[i];
+    const Pack4<w_t> w = weight[i];
+    Pack4<w_t> dw;
+    float dot = 0.f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      dot += to_float(g.v[j]) * to_float(w.v[j]);
+      dw.v[j] = from_float<w_t>(to_float(g.v[j]) * (standard ? a : b));
+    }
+    (standard ? dot_std : dot_rec) += dot;
+    out[i] = dw;
+  }
+  const float total_std = block_sum(dot_std, scratch);
+  const float total_rec = block_sum(dot_rec, scratch);
+  if (threadIdx.x == 0) {
+    p.workspace[2 * row] = total_std;
+    p.workspace[2 * row + 1] = total_rec;
+  }
+}
+
+// One block: both gates' gradients, the rows added in row order.
+__global__ void __launch_bounds__(kThreads) mlp_fold_gate_grad_kernel(MlpFoldParams p) {
+  __shared__ float scratch[kThreads / 32];
+  for (int kind = 0; kind < 2; ++kind) {
+    float sum = 0.f;
+    for (int64_t row = threadIdx.x; row < p.rows; row += kThreads) sum += p.workspace[2 * row + kind];
+    const float total = block_sum(sum, scratch);
+    if (threadIdx.x == 0) *(kind == 0 ? p.grad_std : p.grad_rec) = total;
+  }
+}
+
 template <typename F>
 int dispatch_types(ElemType w, ElemType f, const F& fn) {
   using K = ElemType;
@@ -154,7 +189,7 @@ int dispatch_types(ElemType w, ElemType f, const F& fn) {
   if (w == K::kFloat32 && f == K::kFloat16) return fn(TypeTag<float>{}, TypeTag<__half>{});
   if (w == K::kBFloat16 && f == K::kBFloat16) return fn(TypeTag<__nv_bfloat16>{}, TypeTag<__nv_bfloat16>{});
   if (w == K::kFloat16 && f == K::kFloat16) return fn(TypeTag<__half>{}, TypeTag<__half>{});
-  return invalid_argument("unsupported gate fold types weight=%d folded=%d (float32=0, float16=1, bfloat16=2)",
+  return invalid_argument("unsupported fold types weight=%d folded=%d (float32=0, float16=1, bfloat16=2)",
                           int(w), int(f));
 }
 
@@ -180,6 +215,30 @@ int check_params(const GateFoldParams& p, bool backward) {
   if (backward) {
     if (!p.grad_folded || !aligned16(p.grad_folded) || !p.grad_weight || !aligned16(p.grad_weight) || !p.grad_w_std ||
         !p.grad_w_rec || !p.workspace) {
+      return invalid_argument("null or unaligned backward buffers");
+    }
+  } else if (!p.folded || !aligned16(p.folded)) {
+    return invalid_argument("null or unaligned folded");
+  }
+  return 0;
+}
+
+int check_params(const MlpFoldParams& p, bool backward) {
+  if (p.rows < 1 || p.rows > 0x7fffffff || p.cols < 4 || p.cols % 4 != 0 || p.split < 0 || p.split > p.cols ||
+      p.split % 4 != 0) {
+    return invalid_argument("R-MLP fold needs rows >= 1, cols %% 4 == 0 and split %% 4 == 0 in [0, cols], got "
+                            "rows = %lld, cols = %lld, split = %lld",
+                            (long long)p.rows, (long long)p.cols, (long long)p.split);
+  }
+  if (!gate_fold_supports(p.cols, p.weight_type, p.folded_type)) {
+    return invalid_argument("unsupported R-MLP fold types weight=%d folded=%d", int(p.weight_type), int(p.folded_type));
+  }
+  if (!p.weight || !aligned16(p.weight) || !p.scale_std || !p.scale_rec) {
+    return invalid_argument("null or unaligned weight, or null scales");
+  }
+  if (backward) {
+    if (!p.grad_folded || !aligned16(p.grad_folded) || !p.grad_weight || !aligned16(p.grad_weight) || !p.grad_std ||
+        !p.grad_rec || !p.workspace) {
       return invalid_argument("null or unaligned backward buffers");
     }
   } else if (!p.folded || !aligned16(p.folded)) {
@@ -218,6 +277,29 @@ int reciprocal_gate_fold_backward(const GateFoldParams& p, Stream stream) {
     detail::gate_fold_backward_kernel<w_t, f_t>
         <<<static_cast<unsigned>(3 * p.n_embd), detail::kThreads, 0, stream>>>(p);
     detail::gate_fold_gate_grad_kernel<<<1, detail::kThreads, 0, stream>>>(p);
+    return static_cast<int>(cudaGetLastError());
+  });
+}
+
+int reciprocal_mlp_fold_forward(const MlpFoldParams& p, Stream stream) {
+  detail::clear_error_detail();
+  if (const int status = detail::check_params(p, false); status != 0) return status;
+  return detail::dispatch_types(p.weight_type, p.folded_type, [&](auto w_tag, auto f_tag) {
+    using w_t = typename decltype(w_tag)::type;
+    using f_t = typename decltype(f_tag)::type;
+    detail::mlp_fold_forward_kernel<w_t, f_t><<<static_cast<unsigned>(p.rows), detail::kThreads, 0, stream>>>(p);
+    return static_cast<int>(cudaGetLastError());
+  });
+}
+
+int reciprocal_mlp_fold_backward(const MlpFoldParams& p, Stream stream) {
+  detail::clear_error_detail();
+  if (const int status = detail::check_params(p, true); status != 0) return status;
+  return detail::dispatch_types(p.weight_type, p.folded_type, [&](auto w_tag, auto f_tag) {
+    using w_t = typename decltype(w_tag)::type;
+    using f_t = typename decltype(f_tag)::type;
+    detail::mlp_fold_backward_kernel<w_t, f_t><<<static_cast<unsigned>(p.rows), detail::kThreads, 0, stream>>>(p);
+    detail::mlp_fold_gate_grad_kernel<<<1, detail::kThreads, 0, stream>>>(p);
     return static_cast<int>(cudaGetLastError());
   });
 }

@@ -44,4 +44,9 @@ torch::Tensor fused_layer_norm(const torch::Tensor& x, const torch::Tensor& weig
 torch::Tensor fused_fold_reciprocal_gates(const torch::Tensor& c_attn_weight, const torch::Tensor& w_std,
                                           const torch::Tensor& w_rec, int64_t n_head, int64_t reciprocal_rank);
 
+// ops::fold_reciprocal_mlp_gates in one kernel each way (checked there); undefined when the
+// kernels do not take these shapes or dtypes.
+torch::Tensor fused_fold_reciprocal_mlp_gates(const torch::Tensor& c_proj_weight, const torch::Tensor& w_std,
+                                              const torch::Tensor& rec_scale, int64_t split);
+
 }  // namespace rakv::ops::cuda

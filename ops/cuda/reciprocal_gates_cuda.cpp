@@ -1,5 +1,6 @@
-// The RA gate fold on CUDA (kernels/cuda/reciprocal_gate_fold.cu) as an autograd Function. Under
-// CUDA autocast the folded weight is written in autocast's dtype, the cast the GEMM would make.
+// The RA and R-MLP gate folds on CUDA (kernels/cuda/reciprocal_gate_fold.cu) as autograd
+// Functions. Under CUDA autocast the folded weight is written in autocast's dtype, the cast the
+// GEMM would make.
 #include <ATen/autocast_mode.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -39,6 +40,20 @@ kc::GateFoldParams params(const torch::Tensor& weight, const torch::Tensor& w_st
 void check_status(int status, const char* what) {
   TORCH_CHECK(status == 0, what, " (CUDA) failed: ", cudaGetErrorString(static_cast<cudaError_t>(status)), " ",
               kc::last_error_detail());
+}
+
+kc::MlpFoldParams mlp_params(const torch::Tensor& weight, const torch::Tensor& w_std, const torch::Tensor& rec,
+                             int64_t split, torch::ScalarType folded_dtype) {
+  kc::MlpFoldParams p;
+  p.weight = weight.data_ptr();
+  p.scale_std = w_std.data_ptr<float>();
+  p.scale_rec = rec.data_ptr<float>();
+  p.rows = weight.size(0);
+  p.cols = weight.size(1);
+  p.split = split;
+  p.weight_type = *elem_type(weight.scalar_type());
+  p.folded_type = *elem_type(folded_dtype);
+  return p;
 }
 
 class GateFoldFunction : public torch::autograd::Function<GateFoldFunction> {
@@ -85,26 +100,90 @@ class GateFoldFunction : public torch::autograd::Function<GateFoldFunction> {
   }
 };
 
+class MlpFoldFunction : public torch::autograd::Function<MlpFoldFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& weight_in,
+                               const torch::Tensor& w_std_in, const torch::Tensor& rec_in, int64_t split,
+                               int64_t folded_dtype) {
+    const c10::cuda::CUDAGuard guard(weight_in.device());
+    const torch::Tensor weight = weight_in.contiguous();
+    const torch::Tensor w_std = w_std_in.reshape({1}).contiguous(), rec = rec_in.reshape({1}).contiguous();
+    const auto dtype = static_cast<torch::ScalarType>(folded_dtype);
+    torch::Tensor folded = torch::empty(weight.sizes(), weight.options().dtype(dtype));
+    kc::MlpFoldParams p = mlp_params(weight, w_std, rec, split, dtype);
+    p.folded = folded.data_ptr();
+    check_status(kc::reciprocal_mlp_fold_forward(p, c10::cuda::getCurrentCUDAStream(weight.device().index()).stream()),
+                 "fold_reciprocal_mlp_gates forward");
+    ctx->save_for_backward({weight, w_std, rec});
+    ctx->saved_data["split"] = split;
+    ctx->saved_data["folded_dtype"] = folded_dtype;
+    ctx->saved_data["std_shape"] = w_std_in.sizes().vec();
+    ctx->saved_data["rec_shape"] = rec_in.sizes().vec();
+    return folded;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor& weight = saved[0];
+    const c10::cuda::CUDAGuard guard(weight.device());
+    const auto dtype = static_cast<torch::ScalarType>(ctx->saved_data["folded_dtype"].toInt());
+    const torch::Tensor grad = grad_outputs[0].to(dtype).contiguous();
+    torch::Tensor grad_weight = torch::empty_like(weight);
+    torch::Tensor grad_std = torch::empty_like(saved[1]), grad_rec = torch::empty_like(saved[2]);
+    torch::Tensor workspace = torch::empty({2 * weight.size(0)}, weight.options().dtype(torch::kFloat32));
+    kc::MlpFoldParams p = mlp_params(weight, saved[1], saved[2], ctx->saved_data["split"].toInt(), dtype);
+    p.grad_folded = grad.data_ptr();
+    p.grad_weight = grad_weight.data_ptr();
+    p.grad_std = grad_std.data_ptr<float>();
+    p.grad_rec = grad_rec.data_ptr<float>();
+    p.workspace = workspace.data_ptr<float>();
+    check_status(kc::reciprocal_mlp_fold_backward(p, c10::cuda::getCurrentCUDAStream(weight.device().index()).stream()),
+                 "fold_reciprocal_mlp_gates backward");
+    return {grad_weight, grad_std.reshape(ctx->saved_data["std_shape"].toIntVector()),
+            grad_rec.reshape(ctx->saved_data["rec_shape"].toIntVector()), torch::Tensor(), torch::Tensor()};
+  }
+};
+
 bool aligned16(const torch::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+
+// What the GEMM reads: autocast's dtype for a float32 weight under CUDA autocast.
+torch::ScalarType folded_dtype_for(const torch::Tensor& weight) {
+  if (weight.scalar_type() == torch::kFloat32 && at::autocast::is_autocast_enabled(at::kCUDA)) {
+    return at::autocast::get_autocast_dtype(at::kCUDA);
+  }
+  return weight.scalar_type();
+}
 
 }  // namespace
 
 torch::Tensor fused_fold_reciprocal_gates(const torch::Tensor& c_attn_weight, const torch::Tensor& w_std,
                                           const torch::Tensor& w_rec, int64_t n_head, int64_t reciprocal_rank) {
-  const torch::ScalarType weight_dtype = c_attn_weight.scalar_type();
-  const torch::ScalarType folded_dtype = weight_dtype == torch::kFloat32 && at::autocast::is_autocast_enabled(at::kCUDA)
-                                             ? at::autocast::get_autocast_dtype(at::kCUDA)
-                                             : weight_dtype;
-  const auto weight_type = elem_type(weight_dtype);
+  const torch::ScalarType folded_dtype = folded_dtype_for(c_attn_weight);
+  const auto weight_type = elem_type(c_attn_weight.scalar_type());
   const auto folded_type = elem_type(folded_dtype);
-  if (!weight_type || !folded_type || w_std.scalar_type() != torch::kFloat32 ||
-      w_rec.scalar_type() != torch::kFloat32 || !w_std.is_cuda() || !w_rec.is_cuda() ||
+  if (!weight_type || !folded_type || !w_std.is_cuda() || !w_rec.is_cuda() ||
       !kc::gate_fold_supports(c_attn_weight.size(1), *weight_type, *folded_type) ||
       !c_attn_weight.is_contiguous() || !aligned16(c_attn_weight)) {
     return {};
   }
-  return GateFoldFunction::apply(c_attn_weight, w_std, w_rec, n_head, reciprocal_rank,
-                                 static_cast<int64_t>(folded_dtype));
+  // The kernels read float32 gates; a cast (differentiable) is [G] elements.
+  return GateFoldFunction::apply(c_attn_weight, w_std.to(torch::kFloat32), w_rec.to(torch::kFloat32), n_head,
+                                 reciprocal_rank, static_cast<int64_t>(folded_dtype));
+}
+
+torch::Tensor fused_fold_reciprocal_mlp_gates(const torch::Tensor& c_proj_weight, const torch::Tensor& w_std,
+                                              const torch::Tensor& rec_scale, int64_t split) {
+  const torch::ScalarType folded_dtype = folded_dtype_for(c_proj_weight);
+  const auto weight_type = elem_type(c_proj_weight.scalar_type());
+  const auto folded_type = elem_type(folded_dtype);
+  if (!weight_type || !folded_type || !w_std.is_cuda() || !rec_scale.is_cuda() ||
+      !kc::gate_fold_supports(c_proj_weight.size(1), *weight_type, *folded_type) || split % 4 != 0 ||
+      !c_proj_weight.is_contiguous() || !aligned16(c_proj_weight)) {
+    return {};
+  }
+  return MlpFoldFunction::apply(c_proj_weight, w_std.to(torch::kFloat32), rec_scale.to(torch::kFloat32), split,
+                                static_cast<int64_t>(folded_dtype));
 }
 
 }  // namespace rakv::ops::cuda

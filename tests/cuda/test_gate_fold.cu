@@ -1,7 +1,8 @@
 // Checks the gate fold kernels against a float64 CPU reference computed from the same rounded
 // inputs: the folded weight, the weight's gradient and both gates' gradients, for shared and
 // per-head gates, every supported type pair, a gate below the 1e-8 floor (no gradient), and
-// several widths and ranks. Outputs are poisoned with NaN first. Bad shapes are refused.
+// several widths and ranks (RA); and the R-MLP column fold for several splits (all standard, all
+// reciprocal, GPT-2's 3008 of 3072). Outputs are poisoned with NaN first. Bad shapes are refused.
 //
 // Usage: test_gate_fold [--quick] [--no-bench]
 #include <cuda_runtime.h>
@@ -132,6 +133,78 @@ void check_case(rakv_test::Tally& tally, int64_t C, int64_t H, int64_t R, int64_
   if (bad == 0) std::printf("ok   %s\n", what);
 }
 
+// The R-MLP fold: folded weight, weight gradient and both scales' gradients.
+template <typename W, typename F>
+void check_mlp_case(rakv_test::Tally& tally, int64_t rows, int64_t cols, int64_t split, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::vector<typename Host<W>::Bits> w_bits(rows * cols);
+  std::vector<typename Host<F>::Bits> g_bits(rows * cols);
+  std::vector<double> w(rows * cols), g(rows * cols);
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    w_bits[i] = Host<W>::encode(normal(rng));
+    w[i] = Host<W>::decode(w_bits[i]);
+    g_bits[i] = Host<F>::encode(normal(rng));
+    g[i] = Host<F>::decode(g_bits[i]);
+  }
+  const float a = 0.9f, b = -0.037f;
+  DeviceBuffer<typename Host<W>::Bits> d_w(rows * cols), d_gw(rows * cols);
+  DeviceBuffer<typename Host<F>::Bits> d_f(rows * cols), d_g(rows * cols);
+  DeviceBuffer<float> d_a(1), d_b(1), d_ga(1), d_gb(1), d_ws(2 * rows);
+  d_w.upload(w_bits);
+  d_g.upload(g_bits);
+  d_a.upload({a});
+  d_b.upload({b});
+  d_f.fill_bytes(0xff);
+  d_gw.fill_bytes(0xff);
+  d_ga.fill_bytes(0xff);
+  d_gb.fill_bytes(0xff);
+  kc::MlpFoldParams p;
+  p.weight = d_w.ptr;
+  p.scale_std = d_a.ptr;
+  p.scale_rec = d_b.ptr;
+  p.folded = d_f.ptr;
+  p.grad_folded = d_g.ptr;
+  p.grad_weight = d_gw.ptr;
+  p.grad_std = d_ga.ptr;
+  p.grad_rec = d_gb.ptr;
+  p.workspace = d_ws.ptr;
+  p.rows = rows;
+  p.cols = cols;
+  p.split = split;
+  p.weight_type = Host<W>::type;
+  p.folded_type = Host<F>::type;
+  LAUNCH_CHECK(kc::reciprocal_mlp_fold_forward(p, nullptr));
+  LAUNCH_CHECK(kc::reciprocal_mlp_fold_backward(p, nullptr));
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const auto folded = d_f.download(rows * cols);
+  const auto grad_w = d_gw.download(rows * cols);
+  const float grad_a = d_ga.download(1)[0], grad_b = d_gb.download(1)[0];
+  int64_t bad = 0;
+  double worst = 0, ref_a = 0, ref_b = 0;
+  auto expect = [&](double got, double ref, double scale, double tol) {
+    const double err = std::fabs(got - ref) / std::max(std::fabs(ref), scale);
+    worst = std::max(worst, err);
+    bad += !(err <= tol);
+  };
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j) {
+      const int64_t k = i * cols + j;
+      const double s = j < split ? a : b;
+      expect(Host<F>::decode(folded[k]), w[k] * s, floor_of<F>(), tolerance<F>());
+      expect(Host<W>::decode(grad_w[k]), g[k] * s, floor_of<W>(), tolerance<W>());
+      (j < split ? ref_a : ref_b) += g[k] * w[k];
+    }
+  }
+  expect(grad_a, ref_a, std::sqrt(double(rows) * split) + 1e-30, 1e-4);
+  expect(grad_b, ref_b, std::sqrt(double(rows) * (cols - split)) + 1e-30, 1e-4);
+  char what[200];
+  std::snprintf(what, sizeof(what), "mlp fold weight=%s folded=%s rows=%lld cols=%lld split=%lld: %lld bad, worst rel %.2e",
+                Host<W>::name, Host<F>::name, (long long)rows, (long long)cols, (long long)split, (long long)bad, worst);
+  tally.check(bad == 0, what);
+  if (bad == 0) std::printf("ok   %s\n", what);
+}
+
 void check_rejected(rakv_test::Tally& tally) {
   DeviceBuffer<float> buf(3 * 64 * 64);
   kc::GateFoldParams p;
@@ -153,6 +226,15 @@ void check_rejected(rakv_test::Tally& tally) {
   p.n_head = 6;
   rc = kc::reciprocal_gate_fold_forward(p, nullptr);
   tally.check(rc == cudaErrorInvalidValue, std::string("C = 66 rejected: ") + kc::last_error_detail());
+  kc::MlpFoldParams m;
+  m.weight = m.folded = buf.ptr;
+  m.scale_std = m.scale_rec = buf.ptr;
+  m.rows = 8;
+  m.cols = 64;
+  m.split = 62;
+  rc = kc::reciprocal_mlp_fold_forward(m, nullptr);
+  tally.check(rc == cudaErrorInvalidValue && std::strstr(kc::last_error_detail(), "split"),
+              std::string("split 62 rejected: ") + kc::last_error_detail());
 }
 
 }  // namespace
@@ -176,6 +258,16 @@ int main(int argc, char** argv) {
     check_case<float, __half>(tally, c.C, c.H, c.R, c.G, ++seed);
     check_case<__nv_bfloat16, __nv_bfloat16>(tally, c.C, c.H, c.R, c.G, ++seed);
     check_case<__half, __half>(tally, c.C, c.H, c.R, c.G, ++seed);
+  }
+  struct MlpCase {
+    int64_t rows, cols, split;
+  };
+  for (const MlpCase& c : {MlpCase{1, 8, 4}, MlpCase{7, 64, 60}, MlpCase{96, 384, 320}, MlpCase{768, 3072, 3008},
+                           MlpCase{5, 16, 16}, MlpCase{5, 16, 0}}) {
+    if (quick && c.rows * c.cols > 100000) continue;
+    check_mlp_case<float, float>(tally, c.rows, c.cols, c.split, ++seed);
+    check_mlp_case<float, __nv_bfloat16>(tally, c.rows, c.cols, c.split, ++seed);
+    check_mlp_case<__half, __half>(tally, c.rows, c.cols, c.split, ++seed);
   }
   check_rejected(tally);
   std::printf("gate_fold: %d passed, %d failed\n", tally.passed, tally.failed);

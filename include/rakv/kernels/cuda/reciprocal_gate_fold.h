@@ -1,4 +1,6 @@
-// Reciprocal Attention's gate fold on the GPU (SPEC §1, the `fused` gate scaling): the query rows
+// The gate folds on the GPU: Reciprocal Attention's here, R-MLP's further down.
+//
+// RA (SPEC §1, the `fused` gate scaling): the query rows
 // of the fused projection weight [Qf; Kf; V] (rows 0 .. C-1) are multiplied by s^2 = max(w, 1e-8),
 // w = w_std on a head's first D - R rows and w_rec on its last R rows, so that the gated logits
 // need no pass over activations. One kernel writes the folded weight straight in the dtype the
@@ -42,5 +44,37 @@ bool gate_fold_supports(int64_t n_embd, ElemType weight_type, ElemType folded_ty
 
 int reciprocal_gate_fold_forward(const GateFoldParams& params, Stream stream);
 int reciprocal_gate_fold_backward(const GateFoldParams& params, Stream stream);
+
+// R-MLP's gate fold on the GPU (SPEC §2, the fused implementation): the down-projection's columns
+// of the standard hidden units are multiplied by a = w_std, those of the reciprocal units by
+// b = the reciprocal scale (w_rec times the coupling, and gate_alpha when present), so that the
+// gated hidden state never exists. One kernel writes the folded weight in the dtype the GEMM
+// reads (bf16 under autocast); the backward reads the folded weight's gradient once.
+//
+//   forward:  folded[i, j] = weight[i, j] * (j < split ? a : b)
+//   backward: grad_weight[i, j] = grad_folded[i, j] * (j < split ? a : b)
+//             grad_a = sum_{i, j < split} grad_folded[i, j] * weight[i, j], grad_b likewise
+//             (row sums, then a one-block kernel that adds them in row order)
+//
+// Shape vocabulary here: C rows (model width), D_ff columns (hidden width), split = D_ff - R_ff,
+// split % 4 == 0 and D_ff % 4 == 0.
+
+struct MlpFoldParams {
+  const void* weight = nullptr;       // [C, D_ff] of weight_type, contiguous
+  const float* scale_std = nullptr;   // a, one float on the device
+  const float* scale_rec = nullptr;   // b, one float on the device
+  void* folded = nullptr;             // [C, D_ff] of folded_type (forward, written)
+  const void* grad_folded = nullptr;  // [C, D_ff] of folded_type (backward)
+  void* grad_weight = nullptr;        // [C, D_ff] of weight_type (backward, written)
+  float* grad_std = nullptr;          // one float (backward, written)
+  float* grad_rec = nullptr;          // one float (backward, written)
+  float* workspace = nullptr;         // [C, 2] (backward)
+  int64_t rows = 0, cols = 0, split = 0;
+  ElemType weight_type = ElemType::kFloat32, folded_type = ElemType::kFloat32;
+};
+// Supported types as for the RA fold (gate_fold_supports); pointers 16-byte aligned.
+
+int reciprocal_mlp_fold_forward(const MlpFoldParams& params, Stream stream);
+int reciprocal_mlp_fold_backward(const MlpFoldParams& params, Stream stream);
 
 }  // namespace rakv::kernels::cuda
