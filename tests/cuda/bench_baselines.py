@@ -6,6 +6,7 @@ B=1, H=12 (fp16), timed with CUDA events (median): one eager call per timed regi
 without an L2 flush before it, and a CUDA graph of 20 calls (per call, no host launch gaps).
 Also GPT-2's LM-head cross-entropy (bf16 logits, eager and torch.compile), forward and backward.
 """
+import os
 import statistics
 
 import torch
@@ -47,6 +48,10 @@ def graph_us(fn, calls=20, reps=20):
 
 def main():
     print(f"device: {torch.cuda.get_device_name()} torch {torch.__version__}")
+    if os.environ.get("BASELINES_ONLY") == "cross_entropy":
+        print("\n| baseline | shape | one call (us) | flushed L2 (us) | graph, per call (us) |\n|---|---|---|---|---|")
+        cross_entropy_baselines()
+        return
     print("\n| baseline | shape | one call (us) | flushed L2 (us) | graph, per call (us) |\n|---|---|---|---|---|")
     for t in (4096, 16384, 32768, 131072):
         k = int(0.38 * t)
