@@ -36,7 +36,6 @@ __device__ __forceinline__ bool is_nan_float(float f) {
 }
 
 __device__ __forceinline__ uint32_t lane_id() { return threadIdx.x & 31u; }
-__device__ __forceinline__ uint32_t lanemask_lt() { return (1u << lane_id()) - 1u; }
 
 template <typename T>
 __device__ __forceinline__ T warp_inclusive_scan(T x) {

@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(kClassifyThreads)
 
 // One block per (row, chunk), one warp per 1024-position tile, no block barrier: the warp loads
 // its 32 mask words and the tile's output offset together, scans the bit counts, gathers the
-// kept positions in order in shared memory (lane l writes bit l of each word in turn), then
+// kept positions in order in shared memory (lane l writes the set bits of word l), then
 // copies them out as int64 with 16-byte stores, so every output sector is written whole, once.
 __global__ void __launch_bounds__(kEmitThreads)
     emit_kernel(SelectWorkspace ws, int64_t E, int64_t need, int64_t recent,
@@ -141,11 +141,12 @@ __global__ void __launch_bounds__(kEmitThreads)
   const uint32_t before = incl - count;
   const int64_t total = __shfl_sync(0xffffffffu, incl, 31);
   uint16_t* sp = s_pos[warp];
-#pragma unroll 4
-  for (int j = 0; j < 32; ++j) {
-    const uint32_t wj = __shfl_sync(0xffffffffu, word, j);
-    const uint32_t bj = __shfl_sync(0xffffffffu, before, j);
-    if ((wj >> lane) & 1u) sp[bj + __popc(wj & lanemask_lt())] = static_cast<uint16_t>(j * 32 + lane);
+  // Each lane walks the set bits of its own word (about 4 instructions per kept position; the
+  // warp runs as many steps as its fullest word has bits), in position order.
+  uint32_t at = before;
+  const uint16_t pos0 = static_cast<uint16_t>(lane * 32);
+  for (uint32_t bits = word; bits != 0; bits &= bits - 1u, ++at) {
+    sp[at] = static_cast<uint16_t>(pos0 + __ffs(bits) - 1);
   }
   __syncwarp();
   int64_t n = total;
