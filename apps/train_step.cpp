@@ -1,51 +1,13 @@
 // The training step: autocast, no-sync clipping, fused AdamW.
 #include <torch/torch.h>
 
-#if TORCH_VERSION_MAJOR >= 2
-#include <ATen/autocast_mode.h>
-#endif
-
 #include <map>
 
 #include "rakv/apps/train_step.h"
 #include "rakv/detail/optimizer_state_key.h"
+#include "rakv/util/autocast.h"
 
 namespace rakv::apps {
-
-namespace {
-
-#if TORCH_VERSION_MAJOR >= 2
-// Enables bf16 autocast on CUDA for its lifetime (the C++ counterpart of torch.autocast).
-class CudaAutocast {
- public:
-  explicit CudaAutocast(bool enabled) : enabled_(enabled) {
-    if (!enabled_)
-      return;
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::increment_nesting();
-  }
-  ~CudaAutocast() {
-    if (!enabled_)
-      return;
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-    if (at::autocast::decrement_nesting() == 0)
-      at::autocast::clear_cache();
-  }
-  CudaAutocast(const CudaAutocast&) = delete;
-  CudaAutocast& operator=(const CudaAutocast&) = delete;
-
- private:
-  bool enabled_;
-};
-#else
-class CudaAutocast {
- public:
-  explicit CudaAutocast(bool) {}
-};
-#endif
-
-}  // namespace
 
 void fused_adamw_step(torch::optim::AdamW& optimizer) {
 #if TORCH_VERSION_MAJOR >= 2
@@ -160,7 +122,7 @@ torch::Tensor StepRunner::step(const std::vector<torch::Tensor>& inputs,
   for (size_t i = 0; i < inputs.size(); ++i) {
     torch::Tensor loss;
     {
-      CudaAutocast autocast(autocast_);
+      const util::CudaAutocastScope autocast({autocast_, torch::kBFloat16});
       loss = model_->loss(inputs[i], targets[i]) / micro;
     }
     loss.backward();

@@ -2,6 +2,8 @@
 #include <torch/torch.h>
 
 #include "rakv/model/gpt2.h"
+
+#include "activation_checkpoint.h"
 #include "rakv/ops.h"
 #include "rakv/nn/causal_self_attention.h"
 
@@ -165,7 +167,11 @@ torch::Tensor GPT2Impl::hidden_states(const torch::Tensor& idx) {
   check_tokens(idx, 0);
   const torch::Tensor pos = torch::arange(idx.size(1), idx.options());
   torch::Tensor x = torch::dropout(wte(idx) + wpe(pos), config_.dropout, is_training());
-  for (auto& block : block_list_) x = block->forward(x);
+  const bool checkpoint = config_.activation_checkpointing && is_training() &&
+                          torch::GradMode::is_enabled();
+  for (auto& block : block_list_) {
+    x = checkpoint && x.requires_grad() ? checkpointed_block_forward(block, x) : block->forward(x);
+  }
   return x;
 }
 

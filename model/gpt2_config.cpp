@@ -1,6 +1,8 @@
 // CONFIG_ options -> a validated GPT2Config. Errors name the options the user must change.
 #include <torch/torch.h>
 
+#include <sstream>
+
 #include "rakv/model/gpt2.h"
 
 namespace rakv::model {
@@ -89,6 +91,18 @@ GPT2Config gpt2_config_from(const config::Config& cfg) {
                           : prune_layers[layer] ? AttentionKind::kPrunedKV
                                                 : AttentionKind::kPlain);
     c.mlp.push_back(rmlp_layers[layer] ? MLPKind::kReciprocal : MLPKind::kPlain);
+  }
+  c.activation_checkpointing = cfg.get_bool("CONFIG_ACTIVATION_CHECKPOINTING");
+  if (c.activation_checkpointing && c.dropout > 0) {
+    std::ostringstream dropout;
+    dropout << c.dropout;
+    throw ConfigError("CONFIG_ACTIVATION_CHECKPOINTING needs CONFIG_DROPOUT=0 (got " + dropout.str() +
+                      "): the recomputed blocks would draw new dropout masks");
+  }
+  if (c.activation_checkpointing && prune) {
+    throw ConfigError("CONFIG_ACTIVATION_CHECKPOINTING cannot be combined with CONFIG_KV_PRUNE=y: "
+                      "recomputing a PrunedKV layer would advance its importance EMA and "
+                      "sampling seed a second time");
   }
   return c;
 }

@@ -121,9 +121,10 @@ e2e() {
   local long="--set CONFIG_DEVICE=cuda --set CONFIG_BLOCK_SIZE=16384 --set CONFIG_BATCH_SIZE=1 --set CONFIG_GRAD_ACCUM_STEPS=1"
   local prune="--set CONFIG_RA=n --set CONFIG_RMLP=n --set CONFIG_KV_PRUNE=y"
   local -A long_variants=([plain]="--set CONFIG_RA=n --set CONFIG_RMLP=n" [ra]="--set CONFIG_RMLP=n"
-                          [prune_exact]="$prune" [prune_sampling]="$prune --set CONFIG_RA_USE_SAMPLING=y")
+                          [prune_exact]="$prune" [prune_sampling]="$prune --set CONFIG_RA_USE_SAMPLING=y"
+                          [plain_ckpt]="--set CONFIG_RA=n --set CONFIG_RMLP=n --set CONFIG_ACTIVATION_CHECKPOINTING=y")
   if [[ ,$parts, == *,long,* ]]; then
-    for v in plain ra prune_exact prune_sampling; do
+    for v in ${E2E_LONG_VARIANTS:-plain ra prune_exact prune_sampling plain_ckpt}; do
       $rakv bench-train --config $cfg $long ${long_variants[$v]} --steps 5 --warmup 2 --json "$dir/rakv-$v-16384.json"
     done
     for v in plain ra prune_exact; do

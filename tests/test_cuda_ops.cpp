@@ -12,6 +12,7 @@
 #include "rakv/nn/pruned_kv_attention.h"
 #include "rakv/nn/reciprocal_attention.h"
 #include "rakv/ops.h"
+#include "rakv/util/autocast.h"
 #include "test_helpers.h"
 
 namespace {
@@ -501,6 +502,42 @@ TEST(CudaOps, FusedGateFoldWritesAutocastsDtype) {
   EXPECT_LT(relative_error(folded.to(torch::kFloat32), rakv::ops::fold_reciprocal_gates(w, s, r, 4, 4)), 1e-2);
 }
 #endif
+
+// Under bf16 autocast the checkpointed blocks recompute in autocast (the backward runs outside
+// it), so loss and gradients equal the plain run's.
+TEST(CudaOps, ActivationCheckpointingUnderAutocastMatchesThePlainRun) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(98);
+  rakv::config::Config cfg;
+  cfg.set("CONFIG_N_LAYER", "2");
+  cfg.set("CONFIG_N_EMBD", "64");
+  cfg.set("CONFIG_N_HEAD", "2");
+  cfg.set("CONFIG_RMLP_R_FF", "16");
+  rakv::model::GPT2 plain(rakv::model::gpt2_config_from(cfg));
+  cfg.set("CONFIG_ACTIVATION_CHECKPOINTING", "y");
+  rakv::model::GPT2 checkpointed(rakv::model::gpt2_config_from(cfg));
+  copy_parameters(plain, checkpointed);
+  plain->to(kCuda);
+  checkpointed->to(kCuda);
+  const torch::Tensor idx = torch::randint(0, 256, {2, 64}, torch::kInt64).to(kCuda);
+  const torch::Tensor targets = torch::randint(0, 256, {2, 64}, torch::kInt64).to(kCuda);
+  const auto run = [&](rakv::model::GPT2& model) {
+    torch::Tensor loss;
+    {
+      const rakv::util::CudaAutocastScope autocast({true, torch::kBFloat16});
+      loss = model->loss(idx, targets);
+    }
+    loss.backward();
+    return loss.item<double>();
+  };
+  EXPECT_NEAR(run(checkpointed), run(plain), 1e-4);
+  const auto want = plain->named_parameters();
+  const auto got = checkpointed->named_parameters();
+  for (const auto& item : want) {
+    ASSERT_TRUE(got[item.key()].grad().defined()) << item.key();
+    EXPECT_LT(relative_error(got[item.key()].grad().cpu(), item.value().grad().cpu()), 1e-3) << item.key();
+  }
+}
 
 TEST(CudaOps, Bf16TrainingStepLowersTheLoss) {
   SKIP_WITHOUT_CUDA();

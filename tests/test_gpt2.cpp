@@ -47,6 +47,38 @@ TEST(GPT2, LossIsTheCrossEntropyOfTheLogits) {
   EXPECT_NEAR(model->loss(idx, targets).item<double>(), expected.item<double>(), 1e-6);
 }
 
+// Checkpointed blocks give the loss and every gradient of the plain run (same values, one more
+// forward per block), and refuse the settings whose recompute would differ.
+TEST(GPT2, ActivationCheckpointingGivesTheSameLossAndGradients) {
+  Config cfg = small_config("0,2", "1");
+  auto plain = make_model(cfg);
+  cfg.set("CONFIG_ACTIVATION_CHECKPOINTING", "y");
+  auto checkpointed = make_model(cfg);  // same seed: same initial weights
+  const torch::Tensor idx = torch::randint(0, 256, {2, 24}, torch::kInt64);
+  const torch::Tensor targets = torch::randint(0, 256, {2, 24}, torch::kInt64);
+  const torch::Tensor expected = plain->loss(idx, targets);
+  expected.backward();
+  const torch::Tensor loss = checkpointed->loss(idx, targets);
+  loss.backward();
+  EXPECT_NEAR(loss.item<double>(), expected.item<double>(), 1e-6);
+  const auto want = plain->named_parameters();
+  const auto got = checkpointed->named_parameters();
+  ASSERT_EQ(want.size(), got.size());
+  for (const auto& item : want) {
+    ASSERT_TRUE(got[item.key()].grad().defined()) << item.key() << " got no gradient";
+    EXPECT_LT(relative_error(got[item.key()].grad(), item.value().grad()), 1e-5) << item.key();
+  }
+  Config with_dropout = cfg;
+  with_dropout.set("CONFIG_DROPOUT", "0.1");
+  rakv::testing::expect_error_containing([&] { rakv::model::gpt2_config_from(with_dropout); },
+                                         "needs CONFIG_DROPOUT=0 (got 0.1)");
+  Config with_pruning = cfg;
+  with_pruning.set("CONFIG_KV_PRUNE", "y");
+  with_pruning.set("CONFIG_RA", "n");  // a layer is RA or PrunedKV, not both
+  rakv::testing::expect_error_containing([&] { rakv::model::gpt2_config_from(with_pruning); },
+                                         "cannot be combined with CONFIG_KV_PRUNE=y");
+}
+
 TEST(GPT2, MixesLayerKindsAsConfigured) {
   auto model = make_model(small_config("0,2", "1"));
   EXPECT_EQ(model->reciprocal_attention_layers().size(), 2u);

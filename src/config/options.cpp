@@ -70,6 +70,12 @@ std::vector<OptionSpec> build_registry() {
                                 "Dropout probability for attention weights and residual "
                                 "branches (0 disables)."),
                          0.0, 0.99));
+  r.push_back(option("CONFIG_ACTIVATION_CHECKPOINTING", T::kBool, "n", model,
+                     "Activation checkpointing",
+                     "Training keeps only each block's input and recomputes the block during the "
+                     "backward: activation memory of one block instead of all, for about one more "
+                     "forward pass. Needs CONFIG_DROPOUT=0 and no PrunedKV layer (CONFIG_KV_PRUNE=n): "
+                     "a recompute would draw new dropout masks and advance PrunedKV's state."));
 
   r.push_back(option("CONFIG_RA", T::kBool, "y", ra, "Reciprocal Attention",
                      "Use Reciprocal Attention in the layers listed by CONFIG_RA_LAYERS: the last "

@@ -35,6 +35,10 @@ struct GPT2Config {
   nn::ReciprocalAttentionOptions ra;     // n_embd, n_head, dropout are taken from above
   nn::ReciprocalMLPOptions rmlp;         // n_embd, expansion, dropout are taken from above
   nn::PrunedKVAttentionOptions pruned_kv;  // n_embd, n_head, dropout are taken from above
+  // Keep only each block's input during training and recompute the block in the backward
+  // (model/activation_checkpoint.cpp). Needs dropout 0 and no PrunedKV layer (both draw state
+  // that a recompute would not replay).
+  bool activation_checkpointing = false;
 };
 
 // Builds and validates the model configuration from CONFIG_ options; throws config::ConfigError
