@@ -72,9 +72,9 @@ torch::Tensor ReciprocalMLPImpl::forward_literal(const torch::Tensor& x) {
 
 torch::Tensor ReciprocalMLPImpl::forward_fused(const torch::Tensor& x) {
   const int64_t r = options_.reciprocal_units;
+  const torch::Tensor h = torch::gelu(F::linear(x, c_fc->weight));
   if (!options_.tied && !options_.mixer) {
     // Both gates folded into `down` by one op (one kernel each way on CUDA).
-    const torch::Tensor h = torch::gelu(F::linear(x, c_fc->weight));
     return F::linear(h, ops::fold_reciprocal_mlp_gates(c_proj->weight, w_std, reciprocal_scale(),
                                                        hidden_std_));
   }
@@ -82,7 +82,6 @@ torch::Tensor ReciprocalMLPImpl::forward_fused(const torch::Tensor& x) {
   torch::Tensor down_low = c_proj->weight.narrow(1, hidden_std_, r) * reciprocal_scale();
   // (h_low mixer^T) down_low^T = h_low (down_low mixer)^T: the mixer folds into `down` too.
   if (options_.mixer) down_low = torch::matmul(down_low, mixer);
-  const torch::Tensor h = torch::gelu(F::linear(x, c_fc->weight));
   if (!options_.tied) {
     return F::linear(h, torch::cat({down_std, down_low}, 1));
   }

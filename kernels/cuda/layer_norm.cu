@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "block_primitives.cuh"
 #include "dispatch.cuh"
 #include "elem_convert.cuh"
 #include "rakv/kernels/cuda/layer_norm.h"
@@ -38,12 +39,6 @@ __device__ __forceinline__ void store4(T* at, const float (&in)[4]) {
   *reinterpret_cast<Pack4<T>*>(at) = pack;
 }
 
-__device__ __forceinline__ float warp_allreduce_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 // Column of element j of lane `lane`'s i-th group.
 __device__ __forceinline__ int group_col(int lane, int i) { return (lane + 32 * i) * 4; }
 
@@ -68,7 +63,7 @@ __global__ void __launch_bounds__(kThreads) layer_norm_forward_kernel(LayerNormP
 #pragma unroll
     for (int j = 0; j < 4; ++j) sum += v[i][j];
   }
-  const float mean = warp_allreduce_sum(sum) / C;
+  const float mean = warp_sum(sum) / C;
   float squares = 0.f;
 #pragma unroll
   for (int i = 0; i < kChunks; ++i) {
@@ -79,7 +74,7 @@ __global__ void __launch_bounds__(kThreads) layer_norm_forward_kernel(LayerNormP
       squares += d * d;
     }
   }
-  const float rstd = rsqrtf(warp_allreduce_sum(squares) / C + p.eps);
+  const float rstd = rsqrtf(warp_sum(squares) / C + p.eps);
   if (lane == 0) {
     p.mean[row] = mean;
     p.rstd[row] = rstd;
@@ -144,8 +139,8 @@ __global__ void __launch_bounds__(kThreads) layer_norm_backward_kernel(LayerNorm
         sum_g_xhat += g[i][j] * xhat[i][j];
       }
     }
-    const float mean_g = warp_allreduce_sum(sum_g) / C;
-    const float mean_g_xhat = warp_allreduce_sum(sum_g_xhat) / C;
+    const float mean_g = warp_sum(sum_g) / C;
+    const float mean_g_xhat = warp_sum(sum_g_xhat) / C;
     x_t* dx = static_cast<x_t*>(p.dx) + row * C;
 #pragma unroll
     for (int i = 0; i < kChunks; ++i) {

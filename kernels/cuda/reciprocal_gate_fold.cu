@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "block_primitives.cuh"
 #include "dispatch.cuh"
 #include "elem_convert.cuh"
 #include "rakv/kernels/cuda/reciprocal_gate_fold.h"
@@ -59,8 +60,7 @@ __global__ void __launch_bounds__(kThreads) gate_fold_forward_kernel(GateFoldPar
 }
 
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  v = warp_sum(v);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) scratch[warp] = v;
   __syncthreads();

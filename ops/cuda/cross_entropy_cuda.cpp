@@ -2,23 +2,16 @@
 // with the device guard and the current stream. No host synchronisation: the gradient scale is
 // read by the kernel from device memory, and an out-of-range target shows as a NaN loss.
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <cuda_runtime_api.h>
 #include <torch/torch.h>
 
 #include "cuda_ops.h"
+#include "kernel_glue.h"
 #include "rakv/kernels/cuda/cross_entropy.h"
 
 namespace rakv::ops::cuda {
 namespace {
 
 namespace kc = rakv::kernels::cuda;
-
-kc::ElemType elem_type(torch::ScalarType dtype) {
-  return dtype == torch::kHalf       ? kc::ElemType::kFloat16
-         : dtype == torch::kBFloat16 ? kc::ElemType::kBFloat16
-                                     : kc::ElemType::kFloat32;
-}
 
 kc::CrossEntropyParams params(const torch::Tensor& logits, const torch::Tensor& targets,
                               int64_t vocab_size, int64_t ignore_index) {
@@ -28,16 +21,10 @@ kc::CrossEntropyParams params(const torch::Tensor& logits, const torch::Tensor& 
   p.rows = logits.size(0);
   p.columns = logits.size(1);
   p.vocab = vocab_size;
-  p.dtype = elem_type(logits.scalar_type());
+  p.dtype = *kernel_elem_type(logits.scalar_type());  // float64 was refused by the op
   p.targets = targets.data_ptr<int64_t>();
   p.ignore_index = ignore_index;
   return p;
-}
-
-void check_status(int status, const char* op) {
-  TORCH_CHECK(status == 0, op,
-              " (CUDA) failed: ", cudaGetErrorString(static_cast<cudaError_t>(status)), " ",
-              kc::last_error_detail());
 }
 
 }  // namespace
@@ -52,9 +39,7 @@ std::tuple<torch::Tensor, torch::Tensor> cross_entropy_forward(const torch::Tens
   kc::CrossEntropyParams p = params(logits, targets, vocab_size, ignore_index);
   p.loss = loss.data_ptr<float>();
   p.lse = lse.data_ptr<float>();
-  check_status(kc::cross_entropy_forward(
-                   p, c10::cuda::getCurrentCUDAStream(logits.device().index()).stream()),
-               "cross_entropy_forward");
+  check_launch(kc::cross_entropy_forward(p, current_stream(logits)), "cross_entropy_forward");
   return {loss, lse};
 }
 
@@ -69,9 +54,7 @@ torch::Tensor cross_entropy_backward(const torch::Tensor& grad_scale, const torc
   p.grad_scale = scale.data_ptr<float>();
   p.grad_logits = grad.data_ptr();
   p.grad_row_stride = grad.stride(0);
-  check_status(kc::cross_entropy_backward(
-                   p, c10::cuda::getCurrentCUDAStream(logits.device().index()).stream()),
-               "cross_entropy_backward");
+  check_launch(kc::cross_entropy_backward(p, current_stream(logits)), "cross_entropy_backward");
   return grad;
 }
 

@@ -2,11 +2,10 @@
 // 128) with the device guard and current stream; other head dims take a chunked LibTorch path
 // with the same O(chunk * T) memory bound.
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <cuda_runtime_api.h>
 #include <torch/torch.h>
 
 #include "cuda_ops.h"
+#include "kernel_glue.h"
 #include "rakv/kernels/cuda/kv_importance.h"
 
 namespace rakv::ops::cuda {
@@ -74,15 +73,11 @@ torch::Tensor kv_importance(const torch::Tensor& q_in, const torch::Tensor& k_in
   p.H = q.size(1);
   p.T = q.size(2);
   p.D = static_cast<int32_t>(q.size(3));
-  p.dtype = q.scalar_type() == torch::kHalf       ? kc::ElemType::kFloat16
-            : q.scalar_type() == torch::kBFloat16 ? kc::ElemType::kBFloat16
-                                                  : kc::ElemType::kFloat32;
+  p.dtype = *kernel_elem_type(q.scalar_type());  // kernel_supports took float32, fp16, bf16 only
   p.scale = static_cast<float>(s);
   p.window = window;
   p.exposure_correction = exposure_correction;
-  const int status = kc::streaming_column_mass(p, c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
-  TORCH_CHECK(status == 0, "kv_importance (CUDA) failed: ", cudaGetErrorString(static_cast<cudaError_t>(status)), " ",
-              kc::last_error_detail());
+  check_launch(kc::streaming_column_mass(p, current_stream(q)), "kv_importance");
   return importance;
 }
 

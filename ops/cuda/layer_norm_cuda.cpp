@@ -1,34 +1,17 @@
 // The fused LayerNorm on CUDA (kernels/cuda/layer_norm.cu) as an autograd Function: the forward
 // saves x, weight and the row statistics; the backward returns dx, dweight and dbias from one
 // pass over x and dy.
-#include <ATen/autocast_mode.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <cuda_runtime_api.h>
 #include <torch/torch.h>
 
 #include "cuda_ops.h"
+#include "kernel_glue.h"
 #include "rakv/kernels/cuda/layer_norm.h"
 
 namespace rakv::ops::cuda {
 namespace {
 
 namespace kc = rakv::kernels::cuda;
-
-std::optional<kc::ElemType> elem_type(torch::ScalarType dtype) {
-  if (dtype == torch::kFloat32) return kc::ElemType::kFloat32;
-  if (dtype == torch::kBFloat16) return kc::ElemType::kBFloat16;
-  if (dtype == torch::kHalf) return kc::ElemType::kFloat16;
-  return std::nullopt;
-}
-
-// What the next layer reads: autocast's dtype for a float32 x under CUDA autocast.
-torch::ScalarType output_dtype(const torch::Tensor& x) {
-  if (x.scalar_type() == torch::kFloat32 && at::autocast::is_autocast_enabled(at::kCUDA)) {
-    return at::autocast::get_autocast_dtype(at::kCUDA);
-  }
-  return x.scalar_type();
-}
 
 kc::LayerNormParams params(const torch::Tensor& x, const torch::Tensor& weight, torch::ScalarType y_dtype,
                            double eps) {
@@ -38,15 +21,10 @@ kc::LayerNormParams params(const torch::Tensor& x, const torch::Tensor& weight, 
   p.rows = x.numel() / x.size(-1);
   p.cols = static_cast<int32_t>(x.size(-1));
   p.eps = static_cast<float>(eps);
-  p.x_type = *elem_type(x.scalar_type());
-  p.weight_type = *elem_type(weight.scalar_type());
-  p.y_type = *elem_type(y_dtype);
+  p.x_type = *kernel_elem_type(x.scalar_type());
+  p.weight_type = *kernel_elem_type(weight.scalar_type());
+  p.y_type = *kernel_elem_type(y_dtype);
   return p;
-}
-
-void check_status(int status, const char* what) {
-  TORCH_CHECK(status == 0, what, " (CUDA) failed: ", cudaGetErrorString(static_cast<cudaError_t>(status)), " ",
-              kc::last_error_detail());
 }
 
 class LayerNormFunction : public torch::autograd::Function<LayerNormFunction> {
@@ -66,7 +44,7 @@ class LayerNormFunction : public torch::autograd::Function<LayerNormFunction> {
     p.y = y.data_ptr();
     p.mean = mean.data_ptr<float>();
     p.rstd = rstd.data_ptr<float>();
-    check_status(kc::layer_norm_forward(p, c10::cuda::getCurrentCUDAStream(x.device().index()).stream()),
+    check_launch(kc::layer_norm_forward(p, current_stream(x)),
                  "layer_norm forward");
     ctx->save_for_backward({x, weight, mean, rstd});
     ctx->saved_data["eps"] = eps;
@@ -95,7 +73,7 @@ class LayerNormFunction : public torch::autograd::Function<LayerNormFunction> {
     p.dweight = dweight.data_ptr();
     p.dbias = dbias.data_ptr();
     p.workspace = workspace.data_ptr<float>();
-    check_status(kc::layer_norm_backward(p, c10::cuda::getCurrentCUDAStream(x.device().index()).stream()),
+    check_launch(kc::layer_norm_backward(p, current_stream(x)),
                  "layer_norm backward");
     return {dx, dweight, dbias, torch::Tensor(), torch::Tensor()};
   }
@@ -105,10 +83,10 @@ class LayerNormFunction : public torch::autograd::Function<LayerNormFunction> {
 
 torch::Tensor fused_layer_norm(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                                double eps) {
-  const auto x_type = elem_type(x.scalar_type());
-  const auto w_type = elem_type(weight.scalar_type());
-  const torch::ScalarType y_dtype = output_dtype(x);
-  const auto y_type = elem_type(y_dtype);
+  const auto x_type = kernel_elem_type(x.scalar_type());
+  const auto w_type = kernel_elem_type(weight.scalar_type());
+  const torch::ScalarType y_dtype = autocast_output_dtype(x.scalar_type());
+  const auto y_type = kernel_elem_type(y_dtype);
   if (!x_type || !w_type || !y_type || bias.scalar_type() != weight.scalar_type() ||
       !kc::layer_norm_supports(x.size(-1), *x_type, *w_type, *y_type)) {
     return {};

@@ -1,26 +1,17 @@
 // The RA and R-MLP gate folds on CUDA (kernels/cuda/reciprocal_gate_fold.cu) as autograd
 // Functions. Under CUDA autocast the folded weight is written in autocast's dtype, the cast the
 // GEMM would make.
-#include <ATen/autocast_mode.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <cuda_runtime_api.h>
 #include <torch/torch.h>
 
 #include "cuda_ops.h"
+#include "kernel_glue.h"
 #include "rakv/kernels/cuda/reciprocal_gate_fold.h"
 
 namespace rakv::ops::cuda {
 namespace {
 
 namespace kc = rakv::kernels::cuda;
-
-std::optional<kc::ElemType> elem_type(torch::ScalarType dtype) {
-  if (dtype == torch::kFloat32) return kc::ElemType::kFloat32;
-  if (dtype == torch::kBFloat16) return kc::ElemType::kBFloat16;
-  if (dtype == torch::kHalf) return kc::ElemType::kFloat16;
-  return std::nullopt;
-}
 
 kc::GateFoldParams params(const torch::Tensor& weight, const torch::Tensor& w_std, const torch::Tensor& w_rec,
                           int64_t n_head, int64_t reciprocal_rank, torch::ScalarType folded_dtype) {
@@ -32,14 +23,9 @@ kc::GateFoldParams params(const torch::Tensor& weight, const torch::Tensor& w_st
   p.n_head = n_head;
   p.reciprocal_rank = reciprocal_rank;
   p.gates = w_std.size(0);
-  p.weight_type = *elem_type(weight.scalar_type());
-  p.folded_type = *elem_type(folded_dtype);
+  p.weight_type = *kernel_elem_type(weight.scalar_type());
+  p.folded_type = *kernel_elem_type(folded_dtype);
   return p;
-}
-
-void check_status(int status, const char* what) {
-  TORCH_CHECK(status == 0, what, " (CUDA) failed: ", cudaGetErrorString(static_cast<cudaError_t>(status)), " ",
-              kc::last_error_detail());
 }
 
 kc::MlpFoldParams mlp_params(const torch::Tensor& weight, const torch::Tensor& w_std, const torch::Tensor& rec,
@@ -51,8 +37,8 @@ kc::MlpFoldParams mlp_params(const torch::Tensor& weight, const torch::Tensor& w
   p.rows = weight.size(0);
   p.cols = weight.size(1);
   p.split = split;
-  p.weight_type = *elem_type(weight.scalar_type());
-  p.folded_type = *elem_type(folded_dtype);
+  p.weight_type = *kernel_elem_type(weight.scalar_type());
+  p.folded_type = *kernel_elem_type(folded_dtype);
   return p;
 }
 
@@ -68,7 +54,7 @@ class GateFoldFunction : public torch::autograd::Function<GateFoldFunction> {
     torch::Tensor folded = torch::empty(weight.sizes(), weight.options().dtype(dtype));
     kc::GateFoldParams p = params(weight, w_std, w_rec, n_head, reciprocal_rank, dtype);
     p.folded = folded.data_ptr();
-    check_status(kc::reciprocal_gate_fold_forward(p, c10::cuda::getCurrentCUDAStream(weight.device().index()).stream()),
+    check_launch(kc::reciprocal_gate_fold_forward(p, current_stream(weight)),
                  "fold_reciprocal_gates forward");
     ctx->save_for_backward({weight, w_std, w_rec});
     ctx->saved_data["n_head"] = n_head;
@@ -94,7 +80,7 @@ class GateFoldFunction : public torch::autograd::Function<GateFoldFunction> {
     p.grad_w_std = grad_std.data_ptr<float>();
     p.grad_w_rec = grad_rec.data_ptr<float>();
     p.workspace = workspace.data_ptr<float>();
-    check_status(kc::reciprocal_gate_fold_backward(p, c10::cuda::getCurrentCUDAStream(weight.device().index()).stream()),
+    check_launch(kc::reciprocal_gate_fold_backward(p, current_stream(weight)),
                  "fold_reciprocal_gates backward");
     return {grad_weight, grad_std, grad_rec, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
@@ -112,7 +98,7 @@ class MlpFoldFunction : public torch::autograd::Function<MlpFoldFunction> {
     torch::Tensor folded = torch::empty(weight.sizes(), weight.options().dtype(dtype));
     kc::MlpFoldParams p = mlp_params(weight, w_std, rec, split, dtype);
     p.folded = folded.data_ptr();
-    check_status(kc::reciprocal_mlp_fold_forward(p, c10::cuda::getCurrentCUDAStream(weight.device().index()).stream()),
+    check_launch(kc::reciprocal_mlp_fold_forward(p, current_stream(weight)),
                  "fold_reciprocal_mlp_gates forward");
     ctx->save_for_backward({weight, w_std, rec});
     ctx->saved_data["split"] = split;
@@ -138,7 +124,7 @@ class MlpFoldFunction : public torch::autograd::Function<MlpFoldFunction> {
     p.grad_std = grad_std.data_ptr<float>();
     p.grad_rec = grad_rec.data_ptr<float>();
     p.workspace = workspace.data_ptr<float>();
-    check_status(kc::reciprocal_mlp_fold_backward(p, c10::cuda::getCurrentCUDAStream(weight.device().index()).stream()),
+    check_launch(kc::reciprocal_mlp_fold_backward(p, current_stream(weight)),
                  "fold_reciprocal_mlp_gates backward");
     return {grad_weight, grad_std.reshape(ctx->saved_data["std_shape"].toIntVector()),
             grad_rec.reshape(ctx->saved_data["rec_shape"].toIntVector()), torch::Tensor(), torch::Tensor()};
@@ -147,21 +133,13 @@ class MlpFoldFunction : public torch::autograd::Function<MlpFoldFunction> {
 
 bool aligned16(const torch::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
 
-// What the GEMM reads: autocast's dtype for a float32 weight under CUDA autocast.
-torch::ScalarType folded_dtype_for(const torch::Tensor& weight) {
-  if (weight.scalar_type() == torch::kFloat32 && at::autocast::is_autocast_enabled(at::kCUDA)) {
-    return at::autocast::get_autocast_dtype(at::kCUDA);
-  }
-  return weight.scalar_type();
-}
-
 }  // namespace
 
 torch::Tensor fused_fold_reciprocal_gates(const torch::Tensor& c_attn_weight, const torch::Tensor& w_std,
                                           const torch::Tensor& w_rec, int64_t n_head, int64_t reciprocal_rank) {
-  const torch::ScalarType folded_dtype = folded_dtype_for(c_attn_weight);
-  const auto weight_type = elem_type(c_attn_weight.scalar_type());
-  const auto folded_type = elem_type(folded_dtype);
+  const torch::ScalarType folded_dtype = autocast_output_dtype(c_attn_weight.scalar_type());
+  const auto weight_type = kernel_elem_type(c_attn_weight.scalar_type());
+  const auto folded_type = kernel_elem_type(folded_dtype);
   if (!weight_type || !folded_type || !w_std.is_cuda() || !w_rec.is_cuda() ||
       !kc::gate_fold_supports(c_attn_weight.size(1), *weight_type, *folded_type) ||
       !c_attn_weight.is_contiguous() || !aligned16(c_attn_weight)) {
@@ -174,9 +152,9 @@ torch::Tensor fused_fold_reciprocal_gates(const torch::Tensor& c_attn_weight, co
 
 torch::Tensor fused_fold_reciprocal_mlp_gates(const torch::Tensor& c_proj_weight, const torch::Tensor& w_std,
                                               const torch::Tensor& rec_scale, int64_t split) {
-  const torch::ScalarType folded_dtype = folded_dtype_for(c_proj_weight);
-  const auto weight_type = elem_type(c_proj_weight.scalar_type());
-  const auto folded_type = elem_type(folded_dtype);
+  const torch::ScalarType folded_dtype = autocast_output_dtype(c_proj_weight.scalar_type());
+  const auto weight_type = kernel_elem_type(c_proj_weight.scalar_type());
+  const auto folded_type = kernel_elem_type(folded_dtype);
   if (!weight_type || !folded_type || !w_std.is_cuda() || !rec_scale.is_cuda() ||
       !kc::gate_fold_supports(c_proj_weight.size(1), *weight_type, *folded_type) || split % 4 != 0 ||
       !c_proj_weight.is_contiguous() || !aligned16(c_proj_weight)) {

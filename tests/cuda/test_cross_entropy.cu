@@ -204,11 +204,8 @@ void bench(rakv_test::Timer& timer, int64_t rows, int64_t columns, int64_t vocab
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, do_bench = true;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--quick")) quick = true;
-    if (!std::strcmp(argv[i], "--no-bench")) do_bench = false;
-  }
+  const bool quick = rakv_test::has_flag(argc, argv, "--quick");
+  const bool do_bench = !rakv_test::has_flag(argc, argv, "--no-bench");
   std::printf("device: %s\n", rakv_test::device_name().c_str());
   rakv_test::Tally tally;
   const Case cases[] = {

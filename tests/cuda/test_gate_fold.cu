@@ -240,10 +240,7 @@ void check_rejected(rakv_test::Tally& tally) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--quick")) quick = true;
-  }
+  const bool quick = rakv_test::has_flag(argc, argv, "--quick");
   std::printf("device: %s\n", rakv_test::device_name().c_str());
   rakv_test::Tally tally;
   struct Case {

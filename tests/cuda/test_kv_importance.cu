@@ -152,16 +152,13 @@ double time_pair(rakv_test::Timer& timer, int64_t H, int64_t T, int D, int reps,
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, do_bench = true;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--quick")) quick = true;
-    if (!std::strcmp(argv[i], "--no-bench")) do_bench = false;
-    if (!std::strcmp(argv[i], "--profile")) {  // one call per variant at T=16384, D=64 (for ncu)
-      rakv_test::Timer timer;
-      for (int v = 0; v <= 1; ++v) time_pair<__half>(timer, 12, 16384, 64, 1, nullptr, v);
-      return 0;
-    }
+  if (rakv_test::has_flag(argc, argv, "--profile")) {  // one call per variant at T=16384, D=64 (for ncu)
+    rakv_test::Timer timer;
+    for (int v = 0; v <= 1; ++v) time_pair<__half>(timer, 12, 16384, 64, 1, nullptr, v);
+    return 0;
   }
+  const bool quick = rakv_test::has_flag(argc, argv, "--quick");
+  const bool do_bench = !rakv_test::has_flag(argc, argv, "--no-bench");
   std::printf("device: %s\n", rakv_test::device_name().c_str());
   rakv_test::Tally tally;
   struct Case {

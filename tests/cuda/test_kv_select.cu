@@ -471,12 +471,9 @@ void bench(bool quick, bool profile) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, do_bench = true, profile = false;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--quick")) quick = true;
-    if (!std::strcmp(argv[i], "--no-bench")) do_bench = false;
-    if (!std::strcmp(argv[i], "--profile")) profile = true;  // one call per bench case, no checks
-  }
+  const bool quick = rakv_test::has_flag(argc, argv, "--quick");
+  const bool do_bench = !rakv_test::has_flag(argc, argv, "--no-bench");
+  const bool profile = rakv_test::has_flag(argc, argv, "--profile");  // one call per bench case, no checks
   if (profile) {
     bench(false, true);
     return 0;

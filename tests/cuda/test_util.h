@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
@@ -37,6 +38,14 @@
   } while (0)
 
 namespace rakv_test {
+
+// Whether `flag` (--quick, --no-bench, --profile) is among the program's arguments.
+inline bool has_flag(int argc, char** argv, const char* flag) {
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], flag)) return true;
+  }
+  return false;
+}
 
 struct Tally {
   int passed = 0, failed = 0;
