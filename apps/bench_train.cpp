@@ -1,6 +1,7 @@
 // Training throughput benchmark (`rakv bench-train`).
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <iomanip>
@@ -36,6 +37,7 @@ BenchTrainResult bench_train(const BenchTrainOptions& options, std::ostream& log
               "bench-train needs --steps >= 1 and --warmup >= 0");
   const config::Config& cfg = options.config;
   const model::GPT2Config model_config = model::gpt2_config_from(cfg);
+  check_step_config(cfg);
   const bool cuda = cfg.get_string("CONFIG_DEVICE") == "cuda";
   if (cuda && !torch::cuda::is_available()) {
     throw std::runtime_error("CONFIG_DEVICE=cuda but no CUDA device is usable");
@@ -65,10 +67,18 @@ BenchTrainResult bench_train(const BenchTrainOptions& options, std::ostream& log
   util::PeakMemoryProbe probe(device);
   torch::Tensor loss;
   std::chrono::steady_clock::time_point start;
+  // With a CUDA graph the step allocates its memory once, while it is captured (the step after
+  // the eager warm-up steps; replays allocate nothing): the memory window opens before that.
+  const int64_t probe_from = runner.uses_cuda_graph()
+                                 ? std::min<int64_t>(options.warmup, StepRunner::kGraphWarmupSteps)
+                                 : options.warmup;
   for (int64_t step = 0; step < total; ++step) {
-    if (step == options.warmup) {
+    if (step == probe_from) {
       util::synchronize(device);
       probe.reset();
+    }
+    if (step == options.warmup) {
+      util::synchronize(device);
       start = std::chrono::steady_clock::now();
     }
     std::vector<torch::Tensor> inputs, targets;
@@ -105,7 +115,8 @@ BenchTrainResult bench_train(const BenchTrainOptions& options, std::ostream& log
   line << ", loss " << std::setprecision(4) << result.final_loss << ", peak memory "
        << std::setprecision(2) << result.peak_memory_gib << " GiB (" << options.steps
        << " steps after " << options.warmup << " warm-up; B=" << batch << "x" << accum
-       << ", T=" << block << ", " << device << ")";
+       << ", T=" << block << ", " << device << (runner.uses_cuda_graph() ? ", CUDA graph" : "")
+       << ")";
   log << line.str() << "\n";
 
   if (exporting) {
@@ -126,6 +137,7 @@ BenchTrainResult bench_train(const BenchTrainOptions& options, std::ostream& log
                            {"mfu", result.mfu},
                            {"final_loss", result.final_loss},
                            {"peak_memory_gib", result.peak_memory_gib},
+                           {"cuda_graph", runner.uses_cuda_graph()},
                            {"steps", options.steps},
                            {"warmup", options.warmup},
                            {"batch", batch},

@@ -138,6 +138,7 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
     cfg = resume.config;
   }
   const model::GPT2Config model_config = model::gpt2_config_from(cfg);
+  check_step_config(cfg);
   const torch::Device device = device_from(cfg);
   const uint64_t seed = static_cast<uint64_t>(cfg.get_int("CONFIG_SEED"));
   const int64_t batch = cfg.get_int("CONFIG_BATCH_SIZE");
@@ -226,7 +227,8 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
       << "M parameters, " << model_config.n_layer << " layers (RA "
       << gpt->reciprocal_attention_layers().size() << ", R-MLP "
       << gpt->reciprocal_mlp_layers().size() << "), T=" << block << ", batch " << batch << "x"
-      << accum << ", " << max_iters << " steps on " << device << "\n"
+      << accum << ", " << max_iters << " steps on " << device
+      << (runner.uses_cuda_graph() ? " (CUDA graph of the step)" : "") << "\n"
       << "data: " << corpus.description << "\n";
   if (options.resume)
     log << "resuming from " << resume.path << " at step " << resume.step << "\n";
@@ -273,6 +275,7 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
     if (gate_warmup > 0 && step == gate_warmup) {
       for (auto& layer : gpt->reciprocal_attention_layers())
         layer->unfreeze_reciprocal_gates();
+      runner.invalidate_graph();  // w_rec trains from now on: the captured step lacks it
       log << (options.progress ? "\n" : "") << "step " << step
           << ": reciprocal gates activated (w_rec = 0.1)\n";
     }

@@ -1,13 +1,40 @@
-// The training step: autocast, no-sync clipping, fused AdamW.
+// The training step: autocast, no-sync clipping, fused AdamW, optionally one CUDA graph.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <map>
+#include <sstream>
+#include <stdexcept>
 
 #include "rakv/apps/train_step.h"
 #include "rakv/detail/optimizer_state_key.h"
 #include "rakv/util/autocast.h"
 
 namespace rakv::apps {
+namespace {
+
+// The parameter's AdamW state, created (zero moments, step 0) when it has none yet.
+[[maybe_unused]] torch::optim::AdamWParamState& adamw_state(torch::optim::AdamW& optimizer, const torch::Tensor& p) {
+  auto& state = optimizer.state();
+  auto& slot = state[detail::optimizer_state_key(state, p)];
+  if (!slot) {
+    auto fresh = std::make_unique<torch::optim::AdamWParamState>();
+    fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    slot = std::move(fresh);
+  }
+  return static_cast<torch::optim::AdamWParamState&>(*slot);
+}
+
+std::string describe_shapes(const std::vector<torch::Tensor>& tensors) {
+  std::ostringstream out;
+  out << tensors.size() << " micro-batches";
+  if (!tensors.empty())
+    out << " of " << tensors.front().sizes();
+  return out.str();
+}
+
+}  // namespace
 
 void fused_adamw_step(torch::optim::AdamW& optimizer) {
 #if TORCH_VERSION_MAJOR >= 2
@@ -18,7 +45,6 @@ void fused_adamw_step(torch::optim::AdamW& optimizer) {
   }
   if (all_cuda) {
     torch::NoGradGuard no_grad;
-    auto& state = optimizer.state();
     for (auto& group : optimizer.param_groups()) {
       const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
       std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs;
@@ -28,14 +54,7 @@ void fused_adamw_step(torch::optim::AdamW& optimizer) {
       for (auto& p : group.params()) {
         if (!p.grad().defined())
           continue;
-        auto& slot = state[detail::optimizer_state_key(state, p)];
-        if (!slot) {
-          auto fresh = std::make_unique<torch::optim::AdamWParamState>();
-          fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-          fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-          slot = std::move(fresh);
-        }
-        auto& s = static_cast<torch::optim::AdamWParamState&>(*slot);
+        auto& s = adamw_state(optimizer, p);
         s.step(s.step() + 1);
         auto it = step_tensors.find(s.step());
         if (it == step_tensors.end()) {
@@ -82,6 +101,22 @@ torch::Tensor clip_grad_norm_no_sync(const std::vector<torch::Tensor>& parameter
   return total;
 }
 
+void check_step_config(const config::Config& cfg) {
+  if (!cfg.get_bool("CONFIG_CUDA_GRAPHS"))
+    return;
+  if (cfg.get_bool("CONFIG_KV_PRUNE")) {
+    throw config::ConfigError(
+        "CONFIG_CUDA_GRAPHS cannot be combined with CONFIG_KV_PRUNE=y: PrunedKV advances its "
+        "selection seed and importance EMA on the host, which a replayed graph would freeze");
+  }
+  if (cfg.get_string("CONFIG_DEVICE") != "cuda")
+    throw config::ConfigError("CONFIG_CUDA_GRAPHS needs CONFIG_DEVICE=cuda");
+  if (!util::cuda_graphs_supported() || TORCH_VERSION_MAJOR < 2) {
+    throw config::ConfigError(
+        "CONFIG_CUDA_GRAPHS needs a build with -DRAKV_CUDA=ON against LibTorch >= 2");
+  }
+}
+
 double training_flops_per_token(const model::GPT2Impl& model) {
   double parameters = 0;
   for (const auto& p : model.parameters())
@@ -108,15 +143,38 @@ StepRunner::StepRunner(model::GPT2 model, const config::Config& cfg, double init
   optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups),
                                                      torch::optim::AdamWOptions(initial_lr));
   parameters_ = model_->parameters();
+
+  check_step_config(cfg);
+  if (cfg.get_bool("CONFIG_CUDA_GRAPHS")) {
+    if (!cuda) {
+      throw config::ConfigError("CONFIG_CUDA_GRAPHS needs the model on CUDA, got it on " +
+                                model_->wte->weight.device().str());
+    }
+    graph_ = std::make_unique<util::CudaGraph>();
+  }
 }
 
 torch::Tensor StepRunner::step(const std::vector<torch::Tensor>& inputs,
                                const std::vector<torch::Tensor>& targets, double lr) {
   TORCH_CHECK(!inputs.empty() && inputs.size() == targets.size(),
               "a training step needs matching micro-batches");
-  for (auto& group : optimizer_->param_groups())
-    group.options().set_lr(lr);
-  optimizer_->zero_grad();
+  return graph_ ? graph_step(inputs, targets, lr) : eager_step(inputs, targets, lr);
+}
+
+void StepRunner::invalidate_graph() {
+  if (!graph_)
+    return;
+  graph_->reset();
+  static_inputs_.clear();
+  static_targets_.clear();
+  static_loss_ = torch::Tensor();
+  device_lr_ = torch::Tensor();
+  device_steps_.clear();
+  stepped_states_.clear();
+}
+
+torch::Tensor StepRunner::forward_backward(const std::vector<torch::Tensor>& inputs,
+                                           const std::vector<torch::Tensor>& targets) {
   torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().device(inputs.front().device()));
   const double micro = static_cast<double>(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -130,8 +188,142 @@ torch::Tensor StepRunner::step(const std::vector<torch::Tensor>& inputs,
   }
   if (grad_clip_ > 0)
     clip_grad_norm_no_sync(parameters_, grad_clip_);
-  fused_adamw_step(*optimizer_);
   return loss_sum;
+}
+
+torch::Tensor StepRunner::eager_step(const std::vector<torch::Tensor>& inputs,
+                                     const std::vector<torch::Tensor>& targets, double lr) {
+  for (auto& group : optimizer_->param_groups())
+    group.options().set_lr(lr);
+  optimizer_->zero_grad();
+  torch::Tensor loss = forward_backward(inputs, targets);
+  fused_adamw_step(*optimizer_);
+  return loss;
+}
+
+torch::Tensor StepRunner::graph_step(const std::vector<torch::Tensor>& inputs,
+                                     const std::vector<torch::Tensor>& targets, double lr) {
+  torch::Tensor loss;
+  graph_->on_side_stream([&] {
+    if (!graph_->captured() && eager_steps_ < kGraphWarmupSteps) {
+      ++eager_steps_;
+      loss = eager_step(inputs, targets, lr);
+      return;
+    }
+    if (!graph_->captured()) {
+      capture_step(inputs, targets);
+    } else {
+      bool same_shapes = inputs.size() == static_inputs_.size();
+      for (size_t i = 0; same_shapes && i < inputs.size(); ++i) {
+        same_shapes = inputs[i].sizes() == static_inputs_[i].sizes() &&
+                      targets[i].sizes() == static_targets_[i].sizes();
+      }
+      if (!same_shapes) {
+        throw std::invalid_argument(
+            "CUDA graph training step: got " + describe_shapes(inputs) + ", but the graph was "
+            "captured for " + describe_shapes(static_inputs_) +
+            "; keep the batch shape fixed or set CONFIG_CUDA_GRAPHS=n");
+      }
+      for (size_t i = 0; i < inputs.size(); ++i) {
+        static_inputs_[i].copy_(inputs[i], /*non_blocking=*/true);
+        static_targets_[i].copy_(targets[i], /*non_blocking=*/true);
+      }
+    }
+    device_lr_.fill_(lr);
+    graph_->replay();
+    ++graph_replays_;
+    for (auto* state : stepped_states_)
+      state->step(state->step() + 1);
+    loss = static_loss_;
+  });
+  // A copy on the caller's stream: the next replay overwrites static_loss_.
+  return loss.clone();
+}
+
+void StepRunner::capture_step(const std::vector<torch::Tensor>& inputs,
+                              const std::vector<torch::Tensor>& targets) {
+#if TORCH_VERSION_MAJOR >= 2
+  torch::NoGradGuard no_grad;
+  static_inputs_.clear();
+  static_targets_.clear();
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    static_inputs_.push_back(inputs[i].clone());
+    static_targets_.push_back(targets[i].clone());
+  }
+  const auto device_scalar = torch::TensorOptions().dtype(torch::kFloat32).device(
+      model_->wte->weight.device());
+  device_lr_ = torch::zeros({}, device_scalar);
+  // Moments exist before the capture (zeros made inside it would be replayed every step), and
+  // each distinct step count gets one device counter that the graph advances.
+  std::map<int64_t, torch::Tensor> counters;
+  std::map<torch::optim::AdamWParamState*, torch::Tensor> counter_of;
+  for (auto& group : optimizer_->param_groups()) {
+    for (auto& p : group.params()) {
+      if (!p.requires_grad())
+        continue;
+      auto& s = adamw_state(*optimizer_, p);
+      auto it = counters.find(s.step());
+      if (it == counters.end())
+        it = counters.emplace(s.step(), torch::full({}, static_cast<double>(s.step()), device_scalar))
+                 .first;
+      counter_of[&s] = it->second;
+    }
+  }
+  device_steps_.clear();
+  for (auto& [step, counter] : counters)
+    device_steps_.push_back(counter);
+  // The backward inside the capture allocates every gradient from the graph's memory, so that a
+  // replay writes them afresh instead of accumulating onto the previous step's.
+  for (auto& p : parameters_)
+    p.mutable_grad() = torch::Tensor();
+
+  stepped_states_.clear();
+  graph_->capture([&] {
+    {
+      torch::AutoGradMode grad_mode(true);
+      static_loss_ = forward_backward(static_inputs_, static_targets_);
+    }
+    struct GroupLists {
+      std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+    };
+    std::vector<GroupLists> lists(optimizer_->param_groups().size());
+    std::vector<torch::Tensor> advanced;
+    for (size_t g = 0; g < lists.size(); ++g) {
+      for (auto& p : optimizer_->param_groups()[g].params()) {
+        if (!p.grad().defined())
+          continue;
+        auto& s = adamw_state(*optimizer_, p);
+        const torch::Tensor& counter = counter_of.at(&s);
+        if (std::none_of(advanced.begin(), advanced.end(),
+                         [&](const torch::Tensor& t) { return t.is_same(counter); }))
+          advanced.push_back(counter);
+        lists[g].params.push_back(p);
+        lists[g].grads.push_back(p.grad());
+        lists[g].exp_avgs.push_back(s.exp_avg());
+        lists[g].exp_avg_sqs.push_back(s.exp_avg_sq());
+        lists[g].steps.push_back(counter);
+        stepped_states_.push_back(&s);
+      }
+    }
+    for (auto& counter : advanced)
+      counter.add_(1);
+    for (size_t g = 0; g < lists.size(); ++g) {
+      if (lists[g].params.empty())
+        continue;
+      const auto& options =
+          static_cast<const torch::optim::AdamWOptions&>(optimizer_->param_groups()[g].options());
+      at::_fused_adamw_(lists[g].params, lists[g].grads, lists[g].exp_avgs, lists[g].exp_avg_sqs,
+                        /*max_exp_avg_sqs=*/{}, lists[g].steps, device_lr_,
+                        std::get<0>(options.betas()), std::get<1>(options.betas()),
+                        options.weight_decay(), options.eps(), /*amsgrad=*/false,
+                        /*maximize=*/false);
+    }
+  });
+#else
+  (void)inputs;
+  (void)targets;
+  throw std::runtime_error("CUDA graphs of the training step need LibTorch >= 2");
+#endif
 }
 
 }  // namespace rakv::apps

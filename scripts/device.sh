@@ -101,7 +101,8 @@ audit() { build-cuda/rakv audit --device cuda --no-progress --out "$RESULTS/audi
 baselines() { python3 tests/cuda/bench_baselines.py; }
 
 # GPT-2 training, rakv vs PyTorch (eager and compiled) on the same card, same shapes. E2E picks
-# the parts: short (T=1024), long (T=16384), agree (same init, same batches), profile.
+# the parts: short (T=1024), long (T=16384), agree (same init, same batches), graphs (rakv with
+# and without the CUDA graph of the step), profile.
 # E2E_REF_VARIANTS limits the PyTorch runs of `short` (default: plain ra ra_rmlp).
 e2e() {
   local rakv=build-cuda/rakv ref="python3 bench/torch_reference/train_gpt2.py"
@@ -113,6 +114,9 @@ e2e() {
     for v in plain ra ra_rmlp; do
       # shellcheck disable=SC2086
       $rakv bench-train --config $cfg $common ${variants[$v]} --steps 30 --warmup 5 --json "$dir/rakv-$v-1024.json"
+      # shellcheck disable=SC2086
+      $rakv bench-train --config $cfg $common ${variants[$v]} --set CONFIG_CUDA_GRAPHS=y --steps 30 --warmup 5 \
+        --json "$dir/rakv-graph-$v-1024.json"
       [[ " ${E2E_REF_VARIANTS:-plain ra ra_rmlp} " == *" $v "* ]] || continue
       $ref --config $cfg $common ${variants[$v]} --steps 30 --warmup 5 --json "$dir/eager-$v-1024.json"
       $ref --config $cfg $common ${variants[$v]} --steps 30 --warmup 10 --compile --json "$dir/compile-$v-1024.json"
@@ -141,6 +145,27 @@ e2e() {
         d = $2 - $4; if (d < 0) d = -d; if (d > max) max = d; printf "step %s rakv %s pytorch %s\n", $1, $2, $4 }
         END { printf "max |rakv - pytorch| loss difference: %g\n", max }'
     rm -f "$dir"/agree/*.safetensors
+  fi
+  if [[ ,$parts, == *,graphs,* ]]; then
+    # The same steps without and with the CUDA graph of the step, alternating, three rounds.
+    local graph="--set CONFIG_CUDA_GRAPHS=y"
+    for round in 1 2 3; do
+      for v in plain ra ra_rmlp; do
+        # shellcheck disable=SC2086
+        $rakv bench-train --config $cfg $common ${variants[$v]} --steps 30 --warmup 5 --json "$dir/rakv-$v-1024-r$round.json"
+        # shellcheck disable=SC2086
+        $rakv bench-train --config $cfg $common ${variants[$v]} $graph --steps 30 --warmup 5 --json "$dir/rakv-graph-$v-1024-r$round.json"
+      done
+    done
+    # Same init, same batches: the replayed step must give the eager step's losses.
+    local agree="--set CONFIG_DEVICE=cuda --set CONFIG_BLOCK_SIZE=256 --set CONFIG_BATCH_SIZE=8 --set CONFIG_LEARNING_RATE=3e-4"
+    $rakv bench-train --config $cfg $agree --steps 30 --warmup 0 --export "$dir/graph-agree-eager"
+    # shellcheck disable=SC2086
+    $rakv bench-train --config $cfg $agree $graph --steps 30 --warmup 0 --export "$dir/graph-agree-graph"
+    paste -d, "$dir/graph-agree-eager/rakv_losses.csv" "$dir/graph-agree-graph/rakv_losses.csv" | awk -F, 'NR > 1 {
+        d = $2 - $4; if (d < 0) d = -d; if (d > max) max = d }
+        END { printf "max |eager - graph| loss difference over 30 steps: %g\n", max }'
+    rm -f "$dir"/graph-agree-*/*.safetensors
   fi
   if [[ ,$parts, == *,profile,* ]]; then
     # Where eager time goes (rakv runs the same LibTorch kernels as eager: same ms/step).

@@ -137,6 +137,16 @@ TEST(BadInputs, TrainingInputsRejectedBeforeAnythingIsWritten) {
     cfg.set("CONFIG_DEVICE", "cuda");
     train_error(cfg, "CONFIG_DEVICE=cuda but no CUDA device is usable");
   }
+
+  cfg = Config();
+  cfg.set("CONFIG_CUDA_GRAPHS", "y");
+  train_error(cfg, "CONFIG_CUDA_GRAPHS needs CONFIG_DEVICE=cuda");
+  cfg.set("CONFIG_RA", "n");
+  cfg.set("CONFIG_RMLP", "n");
+  cfg.set("CONFIG_KV_PRUNE", "y");
+  cfg.set("CONFIG_DEVICE", "cuda");
+  train_error(cfg, "CONFIG_CUDA_GRAPHS cannot be combined with CONFIG_KV_PRUNE=y: PrunedKV "
+                   "advances its selection seed and importance EMA on the host");
 }
 
 TEST(BadInputs, ConfigFilesThatCannotBeRead) {

@@ -8,6 +8,7 @@
 #endif
 
 #include "rakv/apps/train_step.h"
+#include "rakv/detail/optimizer_state_key.h"
 #include "rakv/model/gpt2.h"
 #include "rakv/nn/pruned_kv_attention.h"
 #include "rakv/nn/reciprocal_attention.h"
@@ -558,6 +559,83 @@ TEST(CudaOps, Bf16TrainingStepLowersTheLoss) {
   EXPECT_LT(last, 0.8 * first);
 }
 
+// A small RA + R-MLP model on CUDA and its step runner, with or without a CUDA graph.
+struct GraphTestRun {
+  rakv::model::GPT2 model{nullptr};
+  std::unique_ptr<rakv::apps::StepRunner> runner;
+};
+
+GraphTestRun graph_test_run(bool graphs, const rakv::model::GPT2* copy_from, bool frozen_gates) {
+  rakv::config::Config cfg;
+  cfg.set("CONFIG_N_LAYER", "2");
+  cfg.set("CONFIG_N_EMBD", "64");
+  cfg.set("CONFIG_N_HEAD", "2");
+  cfg.set("CONFIG_RMLP_R_FF", "16");
+  cfg.set("CONFIG_DEVICE", "cuda");
+  cfg.set("CONFIG_GRAD_CLIP", "0.5");
+  cfg.set("CONFIG_CUDA_GRAPHS", graphs ? "y" : "n");
+  GraphTestRun run;
+  run.model = rakv::model::GPT2(rakv::model::gpt2_config_from(cfg));
+  if (copy_from != nullptr)
+    copy_parameters(*copy_from, run.model);
+  run.model->to(kCuda);
+  if (frozen_gates) {
+    for (auto& layer : run.model->reciprocal_attention_layers())
+      layer->freeze_reciprocal_gates();
+  }
+  run.runner = std::make_unique<rakv::apps::StepRunner>(run.model, cfg, 1e-3);
+  return run;
+}
+
+// Two micro-batches of [4, 64] tokens, new ones every call.
+std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> graph_test_batch() {
+  std::vector<torch::Tensor> inputs, targets;
+  for (int micro = 0; micro < 2; ++micro) {
+    const torch::Tensor tokens = torch::randint(0, 256, {4, 65}, torch::kInt64).to(kCuda);
+    inputs.push_back(tokens.narrow(1, 0, 64));
+    targets.push_back(tokens.narrow(1, 1, 64));
+  }
+  return {inputs, targets};
+}
+
+// Steps both runs with the same batches and a learning rate that changes every step; the losses
+// must agree step by step.
+void step_both(GraphTestRun& graph, GraphTestRun& eager, int steps, int first_step) {
+  for (int i = 0; i < steps; ++i) {
+    const auto [inputs, targets] = graph_test_batch();
+    const double lr = 1e-3 * (1.0 + 0.25 * (first_step + i));
+    const double want = eager.runner->step(inputs, targets, lr).item<double>();
+    const double got = graph.runner->step(inputs, targets, lr).item<double>();
+    EXPECT_NEAR(got, want, 1e-4 * std::abs(want)) << "step " << first_step + i;
+  }
+}
+
+// Same parameters and the same AdamW step count per parameter (the graph advances the device
+// counters, the runner the host ones that checkpoints save).
+void expect_same_training_state(GraphTestRun& graph, GraphTestRun& eager) {
+  const auto want = eager.model->named_parameters();
+  const auto got = graph.model->named_parameters();
+  for (const auto& item : want)
+    EXPECT_LT(relative_error(got[item.key()].cpu(), item.value().cpu()), 1e-4) << item.key();
+  auto& want_optimizer = eager.runner->optimizer();
+  auto& got_optimizer = graph.runner->optimizer();
+  const auto step_of = [](torch::optim::AdamW& optimizer, const torch::Tensor& p) -> int64_t {
+    auto& state = optimizer.state();
+    const auto it = state.find(rakv::detail::optimizer_state_key(state, p));
+    return it == state.end() ? 0
+                             : static_cast<torch::optim::AdamWParamState&>(*it->second).step();
+  };
+  for (size_t g = 0; g < want_optimizer.param_groups().size(); ++g) {
+    const auto& want_params = want_optimizer.param_groups()[g].params();
+    const auto& got_params = got_optimizer.param_groups()[g].params();
+    ASSERT_EQ(got_params.size(), want_params.size());
+    for (size_t i = 0; i < want_params.size(); ++i) {
+      EXPECT_EQ(step_of(got_optimizer, got_params[i]), step_of(want_optimizer, want_params[i]))
+          << "group " << g << " parameter " << i;
+    }
+  }
+}
+
 TEST(CudaOps, FusedAdamWMatchesTheUnfusedStep) {
   SKIP_WITHOUT_CUDA();
   torch::manual_seed(77);
@@ -582,6 +660,56 @@ TEST(CudaOps, FusedAdamWMatchesTheUnfusedStep) {
   }
   for (size_t i = 0; i < params_a.size(); ++i)
     EXPECT_LT(relative_error(params_b[i], params_a[i]), 1e-5);
+}
+
+// The captured step replays with new batches and a new learning rate each step: same losses,
+// parameters and AdamW step counts as eager steps (3 eager warm-up steps, 1 capture, 5 replays).
+TEST(CudaOps, CudaGraphStepMatchesTheEagerSteps) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(91);
+  GraphTestRun eager = graph_test_run(false, nullptr, false);
+  GraphTestRun graph = graph_test_run(true, &eager.model, false);
+  ASSERT_TRUE(graph.runner->uses_cuda_graph());
+  step_both(graph, eager, 9, 0);
+  EXPECT_EQ(graph.runner->graph_replays(), 9 - rakv::apps::StepRunner::kGraphWarmupSteps);
+  expect_same_training_state(graph, eager);
+}
+
+// Unfreezing RA's reciprocal gates adds parameters to the step: after invalidate_graph() the
+// next step captures again and w_rec trains from then on, as in the eager run.
+TEST(CudaOps, CudaGraphIsCapturedAgainWhenTheGatesUnfreeze) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(92);
+  GraphTestRun eager = graph_test_run(false, nullptr, true);
+  GraphTestRun graph = graph_test_run(true, &eager.model, true);
+  step_both(graph, eager, 5, 0);
+  for (GraphTestRun* run : {&eager, &graph}) {
+    for (auto& layer : run->model->reciprocal_attention_layers())
+      layer->unfreeze_reciprocal_gates();
+    run->runner->invalidate_graph();
+  }
+  step_both(graph, eager, 4, 5);
+  EXPECT_EQ(graph.runner->graph_replays(), 6);
+  for (auto& layer : graph.model->reciprocal_attention_layers())
+    EXPECT_TRUE(layer->w_rec.grad().defined());
+  expect_same_training_state(graph, eager);
+}
+
+TEST(CudaOps, CudaGraphRefusesAChangedBatchShape) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(93);
+  GraphTestRun graph = graph_test_run(true, nullptr, false);
+  for (int i = 0; i <= rakv::apps::StepRunner::kGraphWarmupSteps; ++i) {
+    const auto [inputs, targets] = graph_test_batch();
+    graph.runner->step(inputs, targets, 1e-3);
+  }
+  auto [inputs, targets] = graph_test_batch();
+  inputs.pop_back();
+  targets.pop_back();
+  rakv::testing::expect_error_containing(
+      [&] { graph.runner->step(inputs, targets, 1e-3); },
+      "CUDA graph training step: got 1 micro-batches of [4, 64], but the graph was captured for 2 "
+      "micro-batches of [4, 64]");
 }
 
 }  // namespace

@@ -20,11 +20,6 @@ __device__ __forceinline__ uint32_t float_key(float f) {
   return b ^ (static_cast<uint32_t>(static_cast<int32_t>(b) >> 31) | 0x80000000u);
 }
 
-// NaN keys lie above key(+inf) = 0xff800000 (positive NaN) or below key(-inf) = 0x007fffff.
-__device__ __forceinline__ bool nan_in_key_range(uint32_t kmin, uint32_t kmax) {
-  return kmax > 0xff800000u || kmin < 0x007fffffu;
-}
-
 // Programmatic dependent launch (sm_90): a kernel launched with the programmatic stream
 // serialization attribute may start while its predecessor finishes; it must wait here before
 // touching the predecessor's results. Without the attribute both are no-ops.

@@ -16,62 +16,94 @@ namespace detail {
 // Kernels
 // ------------------------------------------------------------------------------------------------
 
+// The float f with, for every non-NaN value x, x >= f exactly when float_key(x) >= key: the
+// inverse of float_key, -inf below key(-inf) (every value passes) and a NaN above key(+inf) (no
+// value passes; an ordered compare with a NaN is false). Key 0x7fffffff, which no value has,
+// maps to -0, and x >= -0 holds for both zeros, like their key 0x80000000 >= 0x7fffffff.
+__device__ __forceinline__ float key_bound_float(uint32_t key) {
+  if (key <= 0x007fffffu) return -INFINITY;
+  return __uint_as_float(key & 0x80000000u ? key ^ 0x80000000u : ~key);
+}
+
 // One block per (row, chunk). Warp w covers the tile [chunk*kChunk + w*1024, +1024), lane l
 // position +j*32+l in step j: coalesced 128-byte loads (32 in flight per thread) whose ballots
-// are exactly the mask words; lane j keeps step j's words. About ten instructions per position:
-// 32-bit thresholds (kNoKey becomes 0xffffffff, which only a NaN key reaches, and a NaN row is
-// an error anyway), NaN found from the key range, counts from the per-lane words. Band entries
-// (a few percent) are then written by the lane that owns their word, reloading the value (an L1
-// hit), so that no key stays live in registers after the first loop.
+// are exactly the mask words. The row was complete when the per-row step allowed this grid to
+// start (that step waits for its own predecessor first, or is a plain launch), so the loads are
+// issued before waiting for that step's results and overlap its work. About five instructions
+// per step of 32 positions (two compares, two ballots, one shared store): tiles without a NaN
+// compare values as floats against the thresholds turned back into floats (no keys); a tile
+// with a NaN compares keys, where NaNs have an order. Lane 0 parks each step's ballots in
+// shared memory and lane j picks up word j, instead of every lane selecting every ballot. Band
+// entries (a few percent) are then written by the lane that owns their word, reloading the
+// value (an L1 hit), so that no value stays live in registers.
 template <bool kSampling>
 __global__ void __launch_bounds__(kClassifyThreads)
     classify_kernel(const float* __restrict__ importance, int64_t row_stride, int64_t E,
                     SelectWorkspace ws, int32_t* __restrict__ row_status) {
-  wait_for_predecessor();
-  allow_dependents();
   const int64_t row = blockIdx.x, chunk = blockIdx.y;
   const uint32_t lane = lane_id(), warp = threadIdx.x >> 5;
-  const RowState& st = ws.state[row];
-  const uint32_t def32 = st.def_min >= kNoKey ? 0xffffffffu : static_cast<uint32_t>(st.def_min);
-  const uint32_t band32 = st.band_min >= kNoKey ? 0xffffffffu : static_cast<uint32_t>(st.band_min);
-  const uint32_t tau = st.tau;
   const int64_t first = chunk * kChunk + warp * kTile;
   const float* in = importance + row * row_stride + first;
   const int64_t left = E - first;
   const int valid_n = left >= kTile ? static_cast<int>(kTile) : (left > 0 ? static_cast<int>(left) : 0);
 
-  uint32_t def_word = 0, band_word = 0, hi_word = 0, kmin = 0xffffffffu, kmax = 0u;
-  auto scan = [&](auto full_tag) {
-    constexpr bool kFull = decltype(full_tag)::value;
-    float v[32];
+  float v[32];
+  const float* lane_in = in + lane;
+  if (valid_n == kTile) {
+#pragma unroll
+    for (int j = 0; j < 32; ++j) v[j] = __ldg(lane_in + j * 32);
+  } else {
+#pragma unroll
+    for (int j = 0; j < 32; ++j)
+      v[j] = j * 32 + static_cast<int>(lane) < valid_n ? __ldg(lane_in + j * 32) : 0.f;
+  }
+  bool lane_nan = false;  // x != x only for a NaN; two per instruction (an unordered compare)
+#pragma unroll
+  for (int j = 0; j < 32; j += 2) lane_nan |= (v[j] != v[j]) | (v[j + 1] != v[j + 1]);
+
+  wait_for_predecessor();
+  allow_dependents();
+  const RowState& st = ws.state[row];
+  // kNoKey becomes 0xffffffff, which only a NaN key reaches (and a NaN row is an error anyway).
+  const uint32_t def32 = st.def_min >= kNoKey ? 0xffffffffu : static_cast<uint32_t>(st.def_min);
+  const uint32_t band32 = st.band_min >= kNoKey ? 0xffffffffu : static_cast<uint32_t>(st.band_min);
+  const uint32_t tau = st.tau;
+
+  using Words = std::conditional_t<kSampling, uint4, uint2>;  // def, band or def (, tau or above)
+  __shared__ Words s_words[kClassifyThreads / 32][32];
+  auto park_words = [&](auto at_least_def, auto at_least_band, auto at_least_tau) {
 #pragma unroll
     for (int j = 0; j < 32; ++j) {
-      const int idx = j * 32 + static_cast<int>(lane);
-      v[j] = (kFull || idx < valid_n) ? __ldg(in + idx) : 0.f;
-    }
-#pragma unroll
-    for (int j = 0; j < 32; ++j) {
-      const bool valid = kFull || j * 32 + static_cast<int>(lane) < valid_n;
-      const uint32_t key = float_key(v[j]);
-      kmin = min(kmin, valid ? key : 0xffffffffu);
-      kmax = max(kmax, valid ? key : 0u);
-      const uint32_t d = __ballot_sync(0xffffffffu, valid && key >= def32);
-      const uint32_t b = __ballot_sync(0xffffffffu, valid && key >= band32) & ~d;
-      def_word = lane == static_cast<uint32_t>(j) ? d : def_word;
-      band_word = lane == static_cast<uint32_t>(j) ? b : band_word;
-      if constexpr (kSampling) {
-        const uint32_t h = __ballot_sync(0xffffffffu, key >= tau) & b;
-        hi_word = lane == static_cast<uint32_t>(j) ? h : hi_word;
-      }
+      Words w{};
+      w.x = __ballot_sync(0xffffffffu, at_least_def(v[j]));
+      w.y = __ballot_sync(0xffffffffu, at_least_band(v[j]));
+      if constexpr (kSampling) w.z = __ballot_sync(0xffffffffu, at_least_tau(v[j]));
+      if (lane == 0) s_words[warp][j] = w;
     }
   };
-  if (valid_n == kTile)
-    scan(std::true_type{});
-  else
-    scan(std::false_type{});
+  const bool tile_nan = __any_sync(0xffffffffu, lane_nan);
+  if (tile_nan) {
+    park_words([&](float x) { return float_key(x) >= def32; },
+               [&](float x) { return float_key(x) >= band32; },
+               [&](float x) { return float_key(x) >= tau; });
+  } else {
+    const float def_f = key_bound_float(def32), band_f = key_bound_float(band32);
+    const float tau_f = key_bound_float(tau);
+    park_words([&](float x) { return x >= def_f; }, [&](float x) { return x >= band_f; },
+               [&](float x) { return x >= tau_f; });
+  }
+  __syncwarp();
+  const Words words = s_words[warp][lane];
+  const int valid_bits = valid_n - 32 * static_cast<int>(lane);  // padding loaded as 0: masked off
+  const uint32_t valid =
+      valid_bits >= 32 ? 0xffffffffu : (valid_bits > 0 ? (1u << valid_bits) - 1u : 0u);
+  const uint32_t def_word = words.x & valid;
+  const uint32_t band_word = words.y & ~words.x & valid;
+  uint32_t hi_word = 0;
+  if constexpr (kSampling) hi_word = words.z & band_word;
 
   ws.mask[row * ws.words_per_row + chunk * kWordsPerChunk + warp * 32 + lane] = def_word;
-  if (nan_in_key_range(kmin, kmax)) atomicOr(row_status + row, kRowStatusNaN);
+  if (tile_nan && lane == 0) atomicOr(row_status + row, kRowStatusNaN);
 
   const uint32_t def_count = warp_sum(static_cast<uint32_t>(__popc(def_word)));
   const uint32_t my_band = static_cast<uint32_t>(__popc(band_word));

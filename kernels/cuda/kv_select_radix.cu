@@ -168,7 +168,10 @@ __global__ void __launch_bounds__(kRowThreads)
   __shared__ uint32_t s_keys[kSampleGroups * kSampleGroupLen];
   __shared__ SelectSmem<kRowThreads> sm;
   __shared__ uint32_t s_min, s_max;
-  allow_dependents();  // classify may be scheduled now; it waits for this grid's results
+  // Launched as a dependent of whatever precedes it, which may still be writing the row: wait
+  // for it before allowing classify, which reads the row before waiting for this grid's results.
+  wait_for_predecessor();
+  allow_dependents();
   const int64_t row = blockIdx.x;
   const float* in = importance + row * row_stride;
   RowState st{};
@@ -320,9 +323,9 @@ int kv_select_exact(const ExactSelectParams& p, Stream stream_handle) {
   const int resolve_smem = static_cast<int>(round_up(entries * 8, 16));
   err = ensure_dynamic_smem(reinterpret_cast<const void*>(exact_resolve_kernel), resolve_smem);
   if (err != 0) return err;
-  exact_bracket_kernel<<<static_cast<unsigned>(p.rows), kRowThreads, 0, stream>>>(
-      p.importance, p.row_stride, E, need, ws, p.row_status, force_fallback);
-  err = static_cast<int>(cudaGetLastError());
+  err = launch_dependent(exact_bracket_kernel, dim3(static_cast<unsigned>(p.rows)),
+                         dim3(kRowThreads), 0, stream, p.importance, p.row_stride, E, need, ws,
+                         p.row_status, force_fallback);
   if (err != 0) return err;
   err = launch_classify(p.importance, p.row_stride, p.rows, E, ws, p.row_status, false, stream);
   if (err != 0) return err;

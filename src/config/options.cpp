@@ -235,6 +235,12 @@ std::vector<OptionSpec> build_registry() {
                                   "Where to train and generate: cpu or cuda (needs a build "
                                   "with -DRAKV_CUDA=ON)."),
                            {"cpu", "cuda"}));
+  r.push_back(option("CONFIG_CUDA_GRAPHS", T::kBool, "n", train, "CUDA graph of the training step",
+                     "After three eager warm-up steps, capture the whole training step (every "
+                     "micro-batch's forward and backward, clipping, AdamW) once as a CUDA graph "
+                     "and replay it: one launch per step instead of one per kernel. Needs "
+                     "CONFIG_DEVICE=cuda, a fixed batch shape and no PrunedKV layer "
+                     "(CONFIG_KV_PRUNE=n)."));
   r.push_back(with_range(option("CONFIG_SEED", T::kInt, "1337", train, "Random seed",
                                 "Seeds initialisation, batch sampling and dropout; a CPU run "
                                 "with the same seed and config is reproducible."),
