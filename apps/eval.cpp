@@ -1,6 +1,7 @@
 // Streaming perplexity under KV budgets and KVSplice compression (`rakv eval`).
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <iomanip>
@@ -122,6 +123,16 @@ std::vector<EvalRow> run_eval(const EvalOptions& options, std::ostream& log) {
   log << "rakv eval: " << options.checkpoint << " (step " << loaded.step << "), " << options.tokens
       << " validation tokens, streaming\n";
   for (double keep : options.keep_ratios) evaluate("keep=" + format(keep, 2), keep, nullptr);
+  // Budgets floor at CONFIG_KV_K_MIN: with a short context several ratios can keep the same cache,
+  // and their equal perplexities would otherwise read as "the ratio does not matter".
+  for (size_t j = 1; j < rows.size(); ++j) {
+    const auto same = std::find_if(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(j),
+                                   [&](const EvalRow& row) { return row.cache_bytes == rows[j].cache_bytes; });
+    if (same == rows.begin() + static_cast<std::ptrdiff_t>(j)) continue;
+    log << "  note: " << same->setting << " and " << rows[j].setting << " keep the same cache ("
+        << rows[j].cache_bytes << " bytes): the budget is floored at CONFIG_KV_K_MIN="
+        << loaded.config.get_int("CONFIG_KV_K_MIN") << " tokens or the context is too short to tell them apart\n";
+  }
   if (file_set) evaluate("kvsplice=" + std::to_string(file_set->latent_dim), 1.0, &*file_set);
   if (!options.latents.empty()) {
     log << "calibrating a KVSplice per latent size on " << options.calibration_tokens

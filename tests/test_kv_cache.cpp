@@ -3,8 +3,12 @@
 // for bad budgets and foreign KVSplice files.
 #include "rakv/nn/kv_cache.h"
 
+#include <fstream>
+#include <sstream>
+
 #include "rakv/apps/eval.h"
 #include "rakv/apps/kv_compression.h"
+#include "rakv/model/checkpoint.h"
 #include "rakv/model/gpt2.h"
 #include "test_helpers.h"
 
@@ -134,6 +138,36 @@ TEST(KVCache, StreamingEvalAtKeepOneEqualsThePlainPerplexity) {
   const auto pruned = rakv::apps::streaming_perplexity(model, text, 480, rakv::apps::cache_policies(cfg, 2, 0.3, nullptr));
   EXPECT_LT(pruned.cache_bytes, full.cache_bytes);
   EXPECT_NE(pruned.perplexity, full.perplexity);
+}
+
+// `rakv eval`: one row per keep ratio, in the CSV too; ratios whose budgets both floor at
+// CONFIG_KV_K_MIN keep the same cache, which the log says instead of leaving two equal
+// perplexities unexplained.
+TEST(KVCache, EvalWritesEveryBudgetAndNotesBudgetsThatKeepTheSameCache) {
+  rakv::testing::TempDir dir;
+  auto model = small_model();
+  const std::string checkpoint = dir.file("model.safetensors");
+  rakv::model::save_model(checkpoint, *model, small_config(), 0);
+  rakv::apps::EvalOptions options;
+  options.checkpoint = checkpoint;
+  options.keep_ratios = {1.0, 0.01, 0.5, 0.02};
+  options.tokens = 96;
+  options.out_dir = dir.file("eval");
+  std::ostringstream log;
+  const auto rows = rakv::apps::run_eval(options, log);
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[0].cache_bytes, rows[0].full_cache_bytes);
+  EXPECT_LT(rows[2].cache_bytes, rows[0].cache_bytes);
+  EXPECT_LT(rows[1].cache_bytes, rows[2].cache_bytes);
+  EXPECT_EQ(rows[3].cache_bytes, rows[1].cache_bytes);
+  EXPECT_NE(log.str().find("note: keep=0.01 and keep=0.02 keep the same cache"), std::string::npos)
+      << log.str();
+  EXPECT_EQ(log.str().find("note: keep=1.00"), std::string::npos) << log.str();
+  std::ifstream csv(dir.file("eval/eval.csv"));
+  std::string line;
+  int lines = 0;
+  while (std::getline(csv, line)) ++lines;
+  EXPECT_EQ(lines, 5);
 }
 
 TEST(KVCache, BadBudgetsAndForeignKVSpliceFilesGiveClearErrors) {
