@@ -13,6 +13,7 @@
 #include "rakv/io/atomic_file.h"
 #include "rakv/io/safetensors.h"
 #include "rakv/model/checkpoint.h"
+#include "rakv/util/kernel_profile.h"
 #include "rakv/util/system_info.h"
 #include "rakv/util/timing.h"
 
@@ -42,6 +43,11 @@ BenchTrainResult bench_train(const BenchTrainOptions& options, std::ostream& log
   if (cuda && !torch::cuda::is_available()) {
     throw std::runtime_error("CONFIG_DEVICE=cuda but no CUDA device is usable");
   }
+  if ((options.profile || !options.profile_trace.empty()) &&
+      (!cuda || !util::kernel_profiling_supported())) {
+    throw std::runtime_error(
+        "bench-train --profile needs CONFIG_DEVICE=cuda in a build with -DRAKV_CUDA=ON");
+  }
   const torch::Device device = cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
   const int64_t batch = cfg.get_int("CONFIG_BATCH_SIZE");
   const int64_t block = cfg.get_int("CONFIG_BLOCK_SIZE");
@@ -69,6 +75,8 @@ BenchTrainResult bench_train(const BenchTrainOptions& options, std::ostream& log
   std::chrono::steady_clock::time_point start;
   // With a CUDA graph the step allocates its memory once, while it is captured (the step after
   // the eager warm-up steps; replays allocate nothing): the memory window opens before that.
+  const bool profiling = options.profile || !options.profile_trace.empty();
+  util::KernelProfile profile;
   const int64_t probe_from = runner.uses_cuda_graph()
                                  ? std::min<int64_t>(options.warmup, StepRunner::kGraphWarmupSteps)
                                  : options.warmup;
@@ -79,6 +87,8 @@ BenchTrainResult bench_train(const BenchTrainOptions& options, std::ostream& log
     }
     if (step == options.warmup) {
       util::synchronize(device);
+      if (profiling)
+        profile.start();
       start = std::chrono::steady_clock::now();
     }
     std::vector<torch::Tensor> inputs, targets;
@@ -96,6 +106,8 @@ BenchTrainResult bench_train(const BenchTrainOptions& options, std::ostream& log
   util::synchronize(device);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::string profile_table =
+      profiling ? profile.stop(25, options.steps, 1000.0 * seconds, options.profile_trace) : "";
 
   BenchTrainResult result;
   result.tokens_per_second = static_cast<double>(options.steps * batch * block * accum) / seconds;
@@ -117,7 +129,11 @@ BenchTrainResult bench_train(const BenchTrainOptions& options, std::ostream& log
        << " steps after " << options.warmup << " warm-up; B=" << batch << "x" << accum
        << ", T=" << block << ", " << device << (runner.uses_cuda_graph() ? ", CUDA graph" : "")
        << ")";
+  if (profiling)
+    line << " [profiled: times include the profiler's overhead]";
   log << line.str() << "\n";
+  if (profiling)
+    log << "\n" << profile_table;
 
   if (exporting) {
     io::save_safetensors(

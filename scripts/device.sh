@@ -102,7 +102,8 @@ baselines() { python3 tests/cuda/bench_baselines.py; }
 
 # GPT-2 training, rakv vs PyTorch (eager and compiled) on the same card, same shapes. E2E picks
 # the parts: short (T=1024), long (T=16384), agree (same init, same batches), graphs (rakv with
-# and without the CUDA graph of the step), profile.
+# and without the CUDA graph of the step), rakv_profile (rakv's kernels at T=16384), profile
+# (PyTorch's).
 # E2E_REF_VARIANTS limits the PyTorch runs of `short` (default: plain ra ra_rmlp).
 e2e() {
   local rakv=build-cuda/rakv ref="python3 bench/torch_reference/train_gpt2.py"
@@ -166,6 +167,15 @@ e2e() {
         d = $2 - $4; if (d < 0) d = -d; if (d > max) max = d }
         END { printf "max |eager - graph| loss difference over 30 steps: %g\n", max }'
     rm -f "$dir"/graph-agree-*/*.safetensors
+  fi
+  if [[ ,$parts, == *,rakv_profile,* ]]; then
+    # Where rakv's own step spends device time at T=16384 (E2E_PROFILE_VARIANTS of the long ones).
+    for v in ${E2E_PROFILE_VARIANTS:-plain prune_exact}; do
+      # shellcheck disable=SC2086
+      $rakv bench-train --config $cfg $long ${long_variants[$v]} --steps 2 --warmup 2 --profile \
+        > "$dir/profile-rakv-$v-16384.txt"
+      head -n 32 "$dir/profile-rakv-$v-16384.txt"
+    done
   fi
   if [[ ,$parts, == *,profile,* ]]; then
     # Where eager time goes (rakv runs the same LibTorch kernels as eager: same ms/step).

@@ -397,6 +397,18 @@ TEST(BadInputs, CliNumbersOutOfRange) {
   EXPECT_FALSE(fs::exists("x"));
 }
 
+// bench-train checks its options before it builds a model or writes an export directory.
+TEST(BadInputs, BenchTrainRefusesWhatThisRunCannotDo) {
+  TempDir dir;
+  expect_clean_failure(run_cli("bench-train --steps 1 --profile"),
+                       "bench-train --profile needs CONFIG_DEVICE=cuda in a build with "
+                       "-DRAKV_CUDA=ON");
+  expect_clean_failure(run_cli("bench-train --steps 1 --export '" + dir.file("export") +
+                               "' --set CONFIG_CUDA_GRAPHS=y"),
+                       "CONFIG_CUDA_GRAPHS needs CONFIG_DEVICE=cuda");
+  EXPECT_FALSE(fs::exists(dir.file("export")));
+}
+
 TEST(BadInputs, CliOutputDirectoryThatIsAFile) {
   TempDir dir;
   rakv::io::write_file_atomically(dir.file("file"), "x");

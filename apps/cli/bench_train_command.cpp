@@ -42,6 +42,10 @@ void add_bench_train_command(CLI::App& app, Action& run) {
       "--export", args->options.export_dir,
       "Write init.safetensors, batches.safetensors and rakv_losses.csv for the PyTorch reference");
   cmd->add_option("--json", args->options.json_path, "Write the result as JSON");
+  cmd->add_flag("--profile", args->options.profile,
+                "Profile the timed steps (CUDA): the kernels with the most device time per step");
+  cmd->add_option("--profile-trace", args->options.profile_trace,
+                  "With the profile, write a Chrome trace (chrome://tracing, Perfetto) to FILE");
   cmd->callback([&run, args] { run = [args] { return run_bench_train(*args); }; });
 }
 

@@ -20,6 +20,10 @@ struct BenchTrainOptions {
   int64_t warmup = 5;
   std::string export_dir;  // empty: no export
   std::string json_path;   // empty: no JSON file
+  // Profile the timed steps (CUDA builds, CONFIG_DEVICE=cuda): the kernels with the most device
+  // time per step go to the log, and a Chrome trace to profile_trace unless it is empty.
+  bool profile = false;
+  std::string profile_trace;
 };
 
 struct BenchTrainResult {
