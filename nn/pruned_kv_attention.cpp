@@ -83,9 +83,12 @@ torch::Tensor PrunedKVAttentionImpl::prefix_importance(const torch::Tensor& chun
 
 torch::Tensor PrunedKVAttentionImpl::select(const torch::Tensor& importance, int64_t prefix) {
   const bool sample = options_.use_sampling && prefix > options_.sampling_threshold;
+  // No NaN check (a host synchronisation per chunk on CUDA): a NaN importance comes from a NaN
+  // query or key, which the attention output, and so the loss, carries anyway.
   return ops::kv_select(importance.contiguous(), keep_count(prefix), options_.recency,
                         sample ? ops::TopkMethod::kSampling : ops::TopkMethod::kExact,
-                        options_.sample_fraction, options_.seed + static_cast<uint64_t>(calls_));
+                        options_.sample_fraction, options_.seed + static_cast<uint64_t>(calls_),
+                        ops::NanPolicy::kPropagate);
 }
 
 void PrunedKVAttentionImpl::update_ema(const torch::Tensor& chunk_mass) {

@@ -94,7 +94,8 @@ std::string to_string(TopkMethod method) {
 }
 
 torch::Tensor kv_select(const torch::Tensor& importance_in, int64_t k_keep, int64_t recency,
-                        TopkMethod method, double sample_fraction, uint64_t seed) {
+                        TopkMethod method, double sample_fraction, uint64_t seed,
+                        NanPolicy nan_policy) {
   TORCH_CHECK(importance_in.defined(), "kv_select: importance must be defined");
   TORCH_CHECK(importance_in.dim() == 3, "kv_select expects importance of shape [B, H, T], got ",
               importance_in.sizes());
@@ -112,7 +113,8 @@ torch::Tensor kv_select(const torch::Tensor& importance_in, int64_t k_keep, int6
               sample_fraction);
   if (importance_in.is_cuda()) {
 #if defined(RAKV_WITH_CUDA)
-    return cuda::kv_select(importance_in, k_keep, recency, method, sample_fraction, seed);
+    return cuda::kv_select(importance_in, k_keep, recency, method, sample_fraction, seed,
+                           nan_policy);
 #else
     TORCH_CHECK(false, "kv_select: importance is on ", importance_in.device(),
                 " but this build of rakv has no CUDA kernels (configure with -DRAKV_CUDA=ON)");

@@ -185,6 +185,13 @@ TEST(CudaOps, SelectionReportsNaN) {
   rakv::testing::expect_error_containing(
       [&] { rakv::ops::kv_select(importance, 100, 64, rakv::ops::TopkMethod::kExact, 0.02, 0); },
       "importance contains NaN at [0, 1, 123]");
+  // kPropagate: no read-back, and the NaN row still gets k valid ascending positions.
+  const torch::Tensor kept = rakv::ops::kv_select(importance, 100, 64, rakv::ops::TopkMethod::kExact,
+                                                  0.02, 0, rakv::ops::NanPolicy::kPropagate)
+                                 .cpu();
+  ASSERT_EQ(kept.sizes(), (std::vector<int64_t>{1, 2, 100}));
+  EXPECT_TRUE((kept >= 0).all().item<bool>() && (kept < 500).all().item<bool>());
+  EXPECT_TRUE((kept.narrow(2, 1, 99) > kept.narrow(2, 0, 99)).all().item<bool>());
 }
 
 TEST(CudaOps, ImportanceMatchesTheFloat64Reference) {

@@ -174,9 +174,15 @@ std::string to_string(TopkMethod method);
 // sampling). sample_fraction (sampling methods, in (0, 1]): sample_size = max(64,
 // floor(T * sample_fraction)) capped at T. seed makes the sampling methods deterministic.
 // Errors: k_keep outside [1, T], recency < 0, NaN in importance ("importance contains NaN at
-// [b, h, j]"), bad dims, dtype or device.
+// [b, h, j]") unless nan_policy is kPropagate on CUDA, bad dims, dtype or device.
+// nan_policy (CUDA only; the CPU always checks, at no cost): kError reads the kernels' row status
+// back, a host synchronisation per call; kPropagate skips it, and a NaN row still gets valid,
+// ascending positions (NaN ranks above every value). For callers whose NaN shows up elsewhere
+// anyway: PrunedKV's training forward, where a NaN query or key makes the loss NaN.
+enum class NanPolicy { kError, kPropagate };
 torch::Tensor kv_select(const torch::Tensor& importance, int64_t k_keep, int64_t recency,
-                        TopkMethod method, double sample_fraction, uint64_t seed);
+                        TopkMethod method, double sample_fraction, uint64_t seed,
+                        NanPolicy nan_policy = NanPolicy::kError);
 
 // ---------------------------------------------------------------------------------------------
 // Normalisation

@@ -39,8 +39,10 @@ std::vector<torch::Tensor> chunked_causal_attention_varlen(const std::vector<tor
     max_q = std::max(max_q, q[c].size(2));
     max_k = std::max(max_k, k[c].size(2));
   }
+  // From pinned memory: a copy from pageable memory would wait for the stream to drain first.
   const auto offsets = [&](const std::vector<int32_t>& values) {
     return torch::tensor(values, torch::TensorOptions().dtype(torch::kInt32))
+        .pin_memory()
         .to(q[0].device(), /*non_blocking=*/true);
   };
   const torch::Tensor out = std::get<0>(at::_flash_attention_forward(

@@ -11,7 +11,8 @@ namespace rakv::ops::cuda {
 
 // importance: float32 [B, H, T] (other floating dtypes are converted) on a CUDA device.
 torch::Tensor kv_select(const torch::Tensor& importance, int64_t k_keep, int64_t recency,
-                        TopkMethod method, double sample_fraction, uint64_t seed);
+                        TopkMethod method, double sample_fraction, uint64_t seed,
+                        NanPolicy nan_policy);
 
 // q, k: [B, H, T, D] float16, bfloat16 or float32 on a CUDA device. Returns float32 [B, H, T].
 torch::Tensor kv_importance(const torch::Tensor& q, const torch::Tensor& k,

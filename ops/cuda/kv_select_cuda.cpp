@@ -43,7 +43,8 @@ torch::Tensor audit_sampling(const torch::Tensor& importance, int64_t k_keep,
 }  // namespace
 
 torch::Tensor kv_select(const torch::Tensor& importance_in, int64_t k_keep, int64_t recency,
-                        TopkMethod method, double sample_fraction, uint64_t seed) {
+                        TopkMethod method, double sample_fraction, uint64_t seed,
+                        NanPolicy nan_policy) {
   const c10::cuda::CUDAGuard guard(importance_in.device());
   // The kernels report launch errors through cudaGetLastError; one left pending by earlier work
   // must not be blamed on them.
@@ -87,7 +88,8 @@ torch::Tensor kv_select(const torch::Tensor& importance_in, int64_t k_keep, int6
     check_launch(kc::kv_select_sampling(p, stream), "kv_select (CUDA, sampling)", rows, t, k_keep,
                  recency);
   }
-  if (status.bitwise_and(kc::kRowStatusNaN).any().item<bool>()) {
+  if (nan_policy == NanPolicy::kError &&
+      status.bitwise_and(kc::kRowStatusNaN).any().item<bool>()) {
     const torch::Tensor at = importance.isnan().nonzero()[0].cpu();
     TORCH_CHECK(false, "kv_select: importance contains NaN at [", at[0].item<int64_t>(), ", ",
                 at[1].item<int64_t>(), ", ", at[2].item<int64_t>(), "]");
