@@ -152,4 +152,146 @@ __device__ SelectResult block_select(int64_t n, uint32_t rank, uint32_t kmin, ui
   }
 }
 
+// ------------------------------------------------------------------------------------------------
+// A leaner radix select for the per-row steps: the same passes and results as block_select, with
+// up to two ranks selected together (passes whose key ranges coincide share one histogram), three
+// block barriers per pass instead of seven (each thread zeroes the bins it has read, and every warp
+// sums the warp totals itself), and the keys given by the caller as a per-thread enumeration.
+// ------------------------------------------------------------------------------------------------
+
+template <int BLOCK, int NR>
+struct MultiSelectSmem {
+  uint32_t hist[NR][kSelectBins];  // zero between selects (the caller clears it once)
+  uint32_t warp_tot[NR][BLOCK / 32];
+  uint32_t result[NR][3];
+};
+
+// The histogram geometry of a pass over the key range [base, top].
+__device__ __forceinline__ void select_pass_bins(uint32_t base, uint32_t top, int& shift,
+                                                 uint32_t& nbins) {
+  const uint32_t span = top - base;
+  const int bits = span ? 32 - __clz(span) : 0;
+  shift = bits > 11 ? bits - 11 : 0;
+  nbins = (span >> shift) + 1u;
+}
+
+// Zeroes the histograms (no barrier: the caller has one before the select).
+template <int BLOCK, int NR>
+__device__ __forceinline__ void multi_select_clear(MultiSelectSmem<BLOCK, NR>& sm) {
+  for (int i = threadIdx.x; i < NR * kSelectBins; i += BLOCK) (&sm.hist[0][0])[i] = 0u;
+}
+
+// For each active end e: the rank[e]-th largest valid key in [kmin, kmax] (block_select's result,
+// with the same stop_count rule). for_each_key(f) calls f(key) for each valid key this thread
+// contributes (every valid key exactly once over the block). Preconditions: the histograms are
+// zero and a barrier separates their zeroing from this call; with first_built, histogram 0 already
+// holds the first pass of end 0 over [kmin, kmax] (NR == 1), followed by a barrier. Leaves the
+// histograms zero. Every thread of the block must call it.
+template <int BLOCK, int NR, class ForEachKey>
+__device__ __forceinline__ void block_select_multi(const uint32_t (&rank)[NR], const bool (&active)[NR],
+                                                   uint32_t kmin, uint32_t kmax, ForEachKey for_each_key,
+                                                   MultiSelectSmem<BLOCK, NR>& sm, uint32_t stop_count,
+                                                   bool first_built, SelectResult (&res)[NR]) {
+  static_assert(NR == 1 || NR == 2, "one or two ranks");
+  static_assert(kSelectBins % BLOCK == 0, "bins per thread");
+  constexpr int kPerThread = kSelectBins / BLOCK;
+  constexpr int kWarps = BLOCK / 32;
+  const uint32_t lane = lane_id(), warp = threadIdx.x >> 5;
+  uint32_t base[NR], top[NR], rem[NR];
+  bool live[NR];
+#pragma unroll
+  for (int e = 0; e < NR; ++e) {
+    base[e] = kmin;
+    top[e] = kmax;
+    rem[e] = rank[e];
+    live[e] = active[e];
+    res[e] = {0u, 0u, 0u, 0u};
+  }
+  bool first = true;
+  for (;;) {
+    bool any = false;
+#pragma unroll
+    for (int e = 0; e < NR; ++e) any |= live[e];
+    if (!any) return;
+    int shift[NR];
+    uint32_t nbins[NR];
+#pragma unroll
+    for (int e = 0; e < NR; ++e) select_pass_bins(base[e], top[e], shift[e], nbins[e]);
+    // End 1 reads end 0's histogram when both cover the same range.
+    const bool share = NR == 2 && live[0] && live[NR - 1] && base[0] == base[NR - 1] && top[0] == top[NR - 1];
+    if (!(first && first_built)) {
+      for_each_key([&](uint32_t key) {
+#pragma unroll
+        for (int e = 0; e < NR; ++e) {
+          if (e == 1 && share) continue;
+          if (live[e] && key >= base[e] && key <= top[e]) atomicAdd(&sm.hist[e][(key - base[e]) >> shift[e]], 1u);
+        }
+      });
+      __syncthreads();
+    }
+    first = false;
+    // Bins in descending order: thread t owns reversed positions [t*kPerThread, (t+1)*kPerThread).
+    uint32_t local[NR][kPerThread], sum[NR];
+#pragma unroll
+    for (int e = 0; e < NR; ++e) {
+      const int h = (e == 1 && share) ? 0 : e;
+      sum[e] = 0;
+#pragma unroll
+      for (int q = 0; q < kPerThread; ++q) {
+        const uint32_t r = threadIdx.x * kPerThread + q;
+        local[e][q] = live[e] && r < nbins[e] ? sm.hist[h][nbins[e] - 1u - r] : 0u;
+        sum[e] += local[e][q];
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < NR; ++e) {
+      if (e == 1 && share) continue;
+#pragma unroll
+      for (int q = 0; q < kPerThread; ++q) {
+        const uint32_t r = threadIdx.x * kPerThread + q;
+        if (live[e] && r < nbins[e]) sm.hist[e][nbins[e] - 1u - r] = 0u;
+      }
+    }
+    uint32_t incl[NR];
+#pragma unroll
+    for (int e = 0; e < NR; ++e) {
+      incl[e] = warp_inclusive_scan(sum[e]);
+      if (lane == 31) sm.warp_tot[e][warp] = incl[e];
+    }
+    if (threadIdx.x == 0) {
+#pragma unroll
+      for (int e = 0; e < NR; ++e) sm.result[e][0] = sm.result[e][1] = sm.result[e][2] = 0u;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int e = 0; e < NR; ++e) {
+      const uint32_t w = lane < static_cast<uint32_t>(kWarps) && lane < warp ? sm.warp_tot[e][lane] : 0u;
+      uint32_t above = __reduce_add_sync(0xffffffffu, w) + incl[e] - sum[e];
+#pragma unroll
+      for (int q = 0; q < kPerThread; ++q) {
+        if (live[e] && above < rem[e] && rem[e] <= above + local[e][q]) {
+          sm.result[e][0] = nbins[e] - 1u - (threadIdx.x * kPerThread + q);
+          sm.result[e][1] = above;
+          sm.result[e][2] = local[e][q];
+        }
+        above += local[e][q];
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int e = 0; e < NR; ++e) {
+      if (!live[e]) continue;
+      const uint32_t digit = sm.result[e][0], count_above = sm.result[e][1], count = sm.result[e][2];
+      rem[e] -= count_above;
+      base[e] += digit << shift[e];
+      const uint32_t width = (1u << shift[e]) - 1u;
+      top[e] = (top[e] - base[e] > width) ? base[e] + width : top[e];
+      if (shift[e] == 0 || count <= stop_count) {
+        res[e] = {base[e], rem[e], count, top[e]};
+        live[e] = false;
+      }
+    }
+  }
+}
+
 }  // namespace rakv::kernels::cuda::detail

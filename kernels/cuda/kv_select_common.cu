@@ -106,6 +106,9 @@ __global__ void __launch_bounds__(kClassifyThreads)
   if (tile_nan && lane == 0) atomicOr(row_status + row, kRowStatusNaN);
 
   const uint32_t def_count = warp_sum(static_cast<uint32_t>(__popc(def_word)));
+  // The tile's kept-outright count: the exact resolve step adds its kept band entries to it and
+  // scans the counts into the tile offsets (the sampling one recounts the mask).
+  if (lane == 0) ws.tile_off[row * ws.tiles_per_row + chunk * kTilesPerChunk + warp] = static_cast<int32_t>(def_count);
   const uint32_t my_band = static_cast<uint32_t>(__popc(band_word));
   const uint32_t band_incl = warp_inclusive_scan(my_band);
   const uint32_t band_count = __shfl_sync(0xffffffffu, band_incl, 31);

@@ -165,9 +165,8 @@ __global__ void __launch_bounds__(kRowThreads)
     exact_bracket_kernel(const float* __restrict__ importance, int64_t row_stride, int64_t E,
                          int64_t need, SelectWorkspace ws, int32_t* __restrict__ row_status,
                          bool force_fallback) {
-  __shared__ uint32_t s_keys[kSampleGroups * kSampleGroupLen];
-  __shared__ SelectSmem<kRowThreads> sm;
-  __shared__ uint32_t s_min, s_max;
+  __shared__ MultiSelectSmem<kRowThreads, 2> sm;
+  __shared__ uint32_t s_wmin[kRowThreads / 32], s_wmax[kRowThreads / 32];
   // Launched as a dependent of whatever precedes it, which may still be writing the row: wait
   // for it before allowing classify, which reads the row before waiting for this grid's results.
   wait_for_predecessor();
@@ -189,35 +188,37 @@ __global__ void __launch_bounds__(kRowThreads)
     st.def_min = kNoKey;
     st.band_min = force_fallback ? kNoKey : 0;
   } else {
+    static_assert(kSampleGroups <= kRowThreads, "one sample group per thread");
     st.mode = kModeBand;
     const int64_t groups = E / 64 < kSampleGroups ? E / 64 : kSampleGroups;
     const int64_t n = groups * kSampleGroupLen;
-    if (threadIdx.x == 0) {
-      s_min = 0xffffffffu;
-      s_max = 0u;
-    }
+    // Each thread keeps its group's keys in registers.
+    const bool has_group = threadIdx.x < groups;
+    uint32_t k[kSampleGroupLen];
     uint32_t kmin = 0xffffffffu, kmax = 0u;
-    for (int64_t g = threadIdx.x; g < groups; g += kRowThreads) {
-      const int64_t p = sample_group_start(row, g, groups, E);
+    if (has_group) {
+      const int64_t p = sample_group_start(row, threadIdx.x, groups, E);
       float v[kSampleGroupLen];
 #pragma unroll
       for (int q = 0; q < kSampleGroupLen; ++q) v[q] = __ldg(in + p + q);
 #pragma unroll
       for (int q = 0; q < kSampleGroupLen; ++q) {
-        const uint32_t k = float_key(v[q]);
-        s_keys[g * kSampleGroupLen + q] = k;
-        kmin = min(kmin, k);
-        kmax = max(kmax, k);
+        k[q] = float_key(v[q]);
+        kmin = min(kmin, k[q]);
+        kmax = max(kmax, k[q]);
       }
     }
+    multi_select_clear(sm);
     kmin = __reduce_min_sync(0xffffffffu, kmin);
     kmax = __reduce_max_sync(0xffffffffu, kmax);
-    __syncthreads();
-    if (lane_id() == 0) {
-      atomicMin(&s_min, kmin);
-      atomicMax(&s_max, kmax);
+    const uint32_t lane = lane_id();
+    if (lane == 0) {
+      s_wmin[threadIdx.x >> 5] = kmin;
+      s_wmax[threadIdx.x >> 5] = kmax;
     }
     __syncthreads();
+    const uint32_t s_min = __reduce_min_sync(0xffffffffu, s_wmin[lane]);
+    const uint32_t s_max = __reduce_max_sync(0xffffffffu, s_wmax[lane]);
     // Expected sample rank of the k-th value, and a margin of 6 binomial standard deviations
     // (3 if adjacent values were correlated enough to halve the effective sample) + 16.
     const double p = static_cast<double>(need) / static_cast<double>(E);
@@ -225,26 +226,26 @@ __global__ void __launch_bounds__(kRowThreads)
     const double margin = 6.0 * sqrt(static_cast<double>(n) * p * (1.0 - p)) + 16.0;
     const int64_t hi_rank = static_cast<int64_t>(floor(expected - margin));
     const int64_t lo_rank = static_cast<int64_t>(ceil(expected + margin));
-    auto sample_key = [&](int64_t i, uint32_t& key) {
-      key = s_keys[i];
-      return true;
-    };
     // The bracket ends are the outer edges of the histogram bins holding the two sample ranks:
     // a bin of at most margin/4 samples widens the band a little and usually saves the
-    // select's further passes (one pass over the sample per end).
+    // select's further passes. Both ends are selected together (one histogram while their
+    // ranges coincide).
     const uint32_t stop = static_cast<uint32_t>(margin / 4.0) + 1u;
-    st.def_min = kNoKey;
-    if (hi_rank >= 1) {
-      const SelectResult s = block_select<kRowThreads>(n, static_cast<uint32_t>(hi_rank), s_min,
-                                                       s_max, sample_key, sm, stop);
-      st.def_min = static_cast<unsigned long long>(s.top) + 1ull;
-    }
-    st.band_min = 0;
-    if (lo_rank <= n) {
-      const SelectResult s = block_select<kRowThreads>(n, static_cast<uint32_t>(lo_rank), s_min,
-                                                       s_max, sample_key, sm, stop);
-      st.band_min = s.thr;
-    }
+    const bool active[2] = {hi_rank >= 1, lo_rank <= n};
+    const uint32_t ranks[2] = {active[0] ? static_cast<uint32_t>(hi_rank) : 0u,
+                               active[1] ? static_cast<uint32_t>(lo_rank) : 0u};
+    SelectResult r[2];
+    block_select_multi<kRowThreads, 2>(
+        ranks, active, s_min, s_max,
+        [&](auto&& f) {
+          if (has_group) {
+#pragma unroll
+            for (int q = 0; q < kSampleGroupLen; ++q) f(k[q]);
+          }
+        },
+        sm, stop, false, r);
+    st.def_min = active[0] ? static_cast<unsigned long long>(r[0].top) + 1ull : kNoKey;
+    st.band_min = active[1] ? r[1].thr : 0;
   }
   if (threadIdx.x == 0) {
     ws.state[row] = st;  // counts zero
@@ -252,35 +253,154 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
+struct ResolveSmem {
+  RowSmem row;                               // fallback select, tile counts
+  MultiSelectSmem<kRowThreads, 1> sel;       // band selects
+  uint32_t warp_tot[kRowThreads / 32];
+};
+
+// Writes the exclusive scan of sm.row.counts[0, tiles) (tiles <= kRowThreads) to off_row. The
+// counts must be complete (a barrier after their last update). One barrier.
+__device__ __forceinline__ void scan_tile_counts(int32_t* off_row, int64_t tiles, ResolveSmem& sm) {
+  const uint32_t lane = lane_id(), warp = threadIdx.x >> 5;
+  const uint32_t v = threadIdx.x < tiles ? sm.row.counts[threadIdx.x] : 0u;
+  const uint32_t incl = warp_inclusive_scan(v);
+  if (lane == 31) sm.warp_tot[warp] = incl;
+  __syncthreads();
+  const uint32_t w = lane < warp ? sm.warp_tot[lane] : 0u;
+  const uint32_t before = __reduce_add_sync(0xffffffffu, w) + incl - v;
+  if (threadIdx.x < tiles) off_row[threadIdx.x] = static_cast<int32_t>(before);
+}
+
+// Step 3. Classify left each tile's count of kept-outright positions in tile_off; with a band hit
+// the kept band entries are added to those counts in shared memory, so the tile offsets need no
+// second read of the mask (rows longer than kRowThreads tiles, and fallback rows, read it).
 __global__ void __launch_bounds__(kRowThreads)
     exact_resolve_kernel(const float* __restrict__ importance, int64_t row_stride, int64_t E,
                          int64_t need, SelectWorkspace ws, int32_t* __restrict__ row_status,
                          int64_t smem_entries) {
-  __shared__ RowSmem sm;
+  __shared__ ResolveSmem sm;
   extern __shared__ uint4 smem_band[];
   wait_for_predecessor();
   allow_dependents();
   const int64_t row = blockIdx.x;
   const float* in = importance + row * row_stride;
   uint32_t* mask_row = ws.mask + row * ws.words_per_row;
+  int32_t* off_row = ws.tile_off + row * ws.tiles_per_row;
+  const int64_t tiles = (E + kTile - 1) / kTile;
+  const bool counted = tiles <= kRowThreads;  // tile counts kept in shared memory
   const RowState st = ws.state[row];
-  if (st.mode == kModeBand) {
-    const int64_t def = st.def_count, n = st.band_count;
-    const bool hit = n <= ws.band_cap && def < need && need <= def + n;
+  const int64_t def = st.def_count, n = st.band_count;
+  const bool band_mode = st.mode == kModeBand;
+  const bool hit = band_mode && n <= ws.band_cap && def < need && need <= def + n;
+  if (band_mode && !hit) {
+    exact_row_fallback(in, E, need, mask_row, sm.row);
+    if (threadIdx.x == 0) atomicOr(row_status + row, kRowStatusFallback);
+    finalize_tile_offsets(mask_row, off_row, tiles, sm.row);
+    return;
+  }
+  if (!counted) {
     if (hit) {
+      // Long rows: the plain steps (band from global memory when it does not fit).
       uint32_t* s_key = reinterpret_cast<uint32_t*>(smem_band);
       const BandView band = load_band(ws.band + row * ws.band_cap, n, s_key, s_key + smem_entries, smem_entries);
       uint32_t thr, cut;
       const uint32_t hi = st.def_min >= kNoKey ? 0xffffffffu : static_cast<uint32_t>(st.def_min - 1);
       select_in_band(band, static_cast<uint32_t>(n), static_cast<uint32_t>(st.band_min), hi,
-                     static_cast<uint32_t>(need - def), E, sm, thr, cut);
+                     static_cast<uint32_t>(need - def), E, sm.row, thr, cut);
       mark_band(band, static_cast<uint32_t>(n), kNoKey, true, thr, cut, mask_row);
-    } else {
-      exact_row_fallback(in, E, need, mask_row, sm);
-      if (threadIdx.x == 0) atomicOr(row_status + row, kRowStatusFallback);
+    }
+    finalize_tile_offsets(mask_row, off_row, tiles, sm.row);
+    return;
+  }
+  const uint32_t tile_count = threadIdx.x < tiles ? static_cast<uint32_t>(off_row[threadIdx.x]) : 0u;
+  if (!hit) {  // no band: the mask holds exactly the classify counts
+    sm.row.counts[threadIdx.x] = tile_count;
+    __syncthreads();
+    scan_tile_counts(off_row, tiles, sm);
+    return;
+  }
+  const uint32_t lo = static_cast<uint32_t>(st.band_min);
+  const uint32_t hi = st.def_min >= kNoKey ? 0xffffffffu : static_cast<uint32_t>(st.def_min - 1);
+  int shift;
+  uint32_t nbins;
+  select_pass_bins(lo, hi, shift, nbins);
+  const unsigned long long* g_band = ws.band + row * ws.band_cap;
+  uint32_t* s_key = reinterpret_cast<uint32_t*>(smem_band);
+  uint32_t* s_pos = s_key + smem_entries;
+  BandView band;
+  // The band entries, copied to shared memory when they fit, and the first select pass's
+  // histogram built on the way (range [lo, hi] is known before the keys).
+  if (n <= smem_entries) {
+    constexpr int kPer = static_cast<int>(kBandSmemEntries / kRowThreads);
+    unsigned long long e[kPer];
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kRowThreads;
+      e[j] = i < n ? g_band[i] : 0ull;
+    }
+    multi_select_clear(sm.sel);
+    sm.row.counts[threadIdx.x] = tile_count;
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kRowThreads;
+      if (i < n) {
+        const uint32_t key = static_cast<uint32_t>(e[j] >> 32);
+        s_key[i] = key;
+        s_pos[i] = static_cast<uint32_t>(e[j]);
+        if (key >= lo && key <= hi) atomicAdd(&sm.sel.hist[0][(key - lo) >> shift], 1u);
+      }
+    }
+    band.s_key = s_key;
+    band.s_pos = s_pos;
+  } else {
+    multi_select_clear(sm.sel);
+    sm.row.counts[threadIdx.x] = tile_count;
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < n; i += kRowThreads) {
+      const uint32_t key = static_cast<uint32_t>(g_band[i] >> 32);
+      if (key >= lo && key <= hi) atomicAdd(&sm.sel.hist[0][(key - lo) >> shift], 1u);
+    }
+    band.g = g_band;
+  }
+  __syncthreads();
+  const uint32_t nn = static_cast<uint32_t>(n);
+  const bool on[1] = {true};
+  SelectResult s[1];
+  {
+    const uint32_t rank[1] = {static_cast<uint32_t>(need - def)};
+    block_select_multi<kRowThreads, 1>(
+        rank, on, lo, hi,
+        [&](auto&& f) {
+          for (uint32_t i = threadIdx.x; i < nn; i += kRowThreads) f(band.key(i));
+        },
+        sm.sel, 0u, true, s);
+  }
+  const uint32_t thr = s[0].thr;
+  uint32_t cut = 0xffffffffu;
+  if (s[0].take < s[0].ties) {  // ties at thr: the lower positions first
+    const uint32_t last = static_cast<uint32_t>(E - 1);
+    const uint32_t rank[1] = {s[0].take};
+    SelectResult t[1];
+    block_select_multi<kRowThreads, 1>(
+        rank, on, 0u, last,
+        [&](auto&& f) {
+          for (uint32_t i = threadIdx.x; i < nn; i += kRowThreads)
+            if (band.key(i) == thr) f(last - band.pos(i));
+        },
+        sm.sel, 0u, false, t);
+    cut = last - t[0].thr;
+  }
+  for (uint32_t i = threadIdx.x; i < nn; i += kRowThreads) {
+    const uint32_t key = band.key(i), pos = band.pos(i);
+    if (key > thr || (key == thr && pos <= cut)) {
+      atomicOr(mask_row + (pos >> 5), 1u << (pos & 31u));
+      atomicAdd(&sm.row.counts[pos / static_cast<uint32_t>(kTile)], 1u);
     }
   }
-  finalize_tile_offsets(mask_row, ws.tile_off + row * ws.tiles_per_row, (E + kTile - 1) / kTile, sm);
+  __syncthreads();
+  scan_tile_counts(off_row, tiles, sm);
 }
 
 }  // namespace
@@ -318,7 +438,7 @@ int kv_select_exact(const ExactSelectParams& p, Stream stream_handle) {
   // Band entries held in shared memory by the resolve step: up to kBandSmemEntries, as far as the
   // device allows next to the static shared memory.
   int64_t entries = ws.band_cap < kBandSmemEntries ? ws.band_cap : kBandSmemEntries;
-  const int64_t room = (smem_optin - static_cast<int64_t>(sizeof(RowSmem)) - 1024) / 8;
+  const int64_t room = (smem_optin - static_cast<int64_t>(sizeof(ResolveSmem)) - 1024) / 8;
   if (entries > room) entries = room > 0 ? room : 0;
   const int resolve_smem = static_cast<int>(round_up(entries * 8, 16));
   err = ensure_dynamic_smem(reinterpret_cast<const void*>(exact_resolve_kernel), resolve_smem);
