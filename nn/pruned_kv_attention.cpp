@@ -62,10 +62,10 @@ int64_t PrunedKVAttentionImpl::interval_for(int64_t t) const {
   return std::max<int64_t>({1, options_.recency, (t + 31) / 32});
 }
 
-torch::Tensor PrunedKVAttentionImpl::prefix_importance(const torch::Tensor& chunk_mass,
+torch::Tensor PrunedKVAttentionImpl::prefix_importance(const torch::Tensor& cumulative_mass,
                                                        int64_t chunk, int64_t prefix) {
   // Mass the queries before `prefix` (whole chunks, since prefix is a chunk start) paid each key.
-  const torch::Tensor mass = chunk_mass.narrow(2, 0, prefix / chunk).sum(2).narrow(2, 0, prefix);
+  const torch::Tensor mass = cumulative_mass.select(2, prefix / chunk - 1).narrow(2, 0, prefix);
   torch::Tensor denominator;
   if (options_.exposure_correction) {
     denominator = (prefix - torch::arange(prefix, mass.options()));  // queries i in [j, prefix)
@@ -104,6 +104,90 @@ void PrunedKVAttentionImpl::update_ema(const torch::Tensor& chunk_mass) {
   ema_profile_ = ema_profile_.defined() ? m * ema_profile_ + (1 - m) * current : current;
 }
 
+// Each pruned chunk attends to its own key set, whose last keys are the chunk's own positions.
+// Every (chunk, sequence) pair is one sequence of a packed variable-length attention, its rows
+// gathered with one index per tensor (a copy per chunk, and a zero-filled gradient per chunk in
+// the backward, cost more than the attention at long context).
+torch::Tensor PrunedKVAttentionImpl::pruned_chunks_attention(const torch::Tensor& q,
+                                                             const torch::Tensor& k,
+                                                             const torch::Tensor& v,
+                                                             const torch::Tensor& chunk_mass,
+                                                             int64_t chunk, int64_t first_pruned) {
+  const int64_t batch = q.size(0), h = q.size(1), t = q.size(2), d = q.size(3);
+  // [B, H, T, D] -> [B * T, H, D]: position i of sequence b is row b * T + i.
+  const auto rows_first = [](const torch::Tensor& y) {
+    return y.transpose(1, 2).reshape({-1, y.size(1), y.size(3)});
+  };
+  const auto index_options = torch::TensorOptions().dtype(torch::kInt64).device(q.device());
+  const torch::Tensor sequence = torch::arange(batch, index_options);
+  const torch::Tensor head = torch::arange(h, index_options).view({1, h, 1});
+  const torch::Tensor first_row = (sequence * t).view({batch, 1});
+  torch::Tensor cumulative_mass;
+  {
+    torch::NoGradGuard no_grad;
+    cumulative_mass = chunk_mass.cumsum(2);  // [B, H, chunks, T]: mass of the chunks up to c
+  }
+  std::vector<int64_t> q_lengths, k_lengths;
+  std::vector<torch::Tensor> q_rows, k_rows, keep_flat, unpack;
+  int64_t packed_queries = 0, packed_keys = 0;
+  for (int64_t s = first_pruned; s < t; s += chunk) {
+    const int64_t rows = std::min(chunk, t - s);
+    const int64_t end = s + rows;
+    torch::Tensor kept;
+    {
+      torch::NoGradGuard no_grad;
+      kept = select(prefix_importance(cumulative_mass, chunk, s), s);
+    }
+    last_selection_.chunk_starts.push_back(s);
+    last_selection_.kept.push_back(kept);
+    const torch::Tensor own = torch::arange(s, end, index_options);
+    q_rows.push_back((first_row + own.view({1, rows})).view(-1));
+    unpack.push_back((packed_queries + sequence * rows).view({batch, 1}) +
+                     torch::arange(rows, index_options).view({1, rows}));
+    packed_queries += batch * rows;
+    if (options_.mode == PruneMode::kVOnly) {
+      // Normalised over every causal key; only the kept ones (and the chunk's own) contribute a
+      // value: the keys are the whole prefix, a mask picks the values.
+      k_rows.push_back((first_row + torch::arange(end, index_options).view({1, end})).view(-1));
+      const torch::Tensor set_start = (packed_keys + sequence * end).view({batch, 1, 1});
+      keep_flat.push_back(((kept + set_start) * h + head).view(-1));
+      keep_flat.push_back(((own.view({1, 1, rows}) + set_start) * h + head).view(-1));
+      q_lengths.insert(q_lengths.end(), batch, rows);
+      k_lengths.insert(k_lengths.end(), batch, end);
+      packed_keys += batch * end;
+    } else {
+      // kv_scores_reuse and legacy: the softmax over the kept keys only, so only they are gathered
+      // (a pruned key's score would be masked out anyway), then the chunk's own.
+      const torch::Tensor kept_rows = (kept + first_row.view({batch, 1, 1})).transpose(1, 2);
+      const torch::Tensor own_rows =
+          (first_row + own.view({1, rows})).unsqueeze(-1).expand({batch, rows, h});
+      k_rows.push_back(torch::cat({kept_rows, own_rows}, 1).reshape({-1, h}));
+      q_lengths.insert(q_lengths.end(), batch, rows);
+      k_lengths.insert(k_lengths.end(), batch, kept.size(2) + rows);
+    }
+  }
+  const torch::Tensor q_packed = rows_first(q).index_select(0, torch::cat(q_rows));
+  torch::Tensor k_packed, v_packed;
+  if (options_.mode == PruneMode::kVOnly) {
+    const torch::Tensor index = torch::cat(k_rows);
+    torch::Tensor keep =
+        torch::zeros({index.size(0) * h}, torch::TensorOptions().dtype(torch::kBool).device(q.device()));
+    keep.index_fill_(0, torch::cat(keep_flat), true);
+    k_packed = rows_first(k).index_select(0, index);
+    v_packed = rows_first(v).index_select(0, index) * keep.view({-1, h, 1}).to(v.scalar_type());
+  } else {
+    const torch::Tensor index = torch::cat(k_rows).unsqueeze(-1).expand({-1, h, d});
+    k_packed = rows_first(k).gather(0, index);
+    v_packed = rows_first(v).gather(0, index);
+  }
+  const torch::Tensor packed =
+      ops::packed_causal_attention(q_packed, k_packed, v_packed, q_lengths, k_lengths);
+  // Packed rows run (chunk, sequence, position): back to [B, H, T - first_pruned, D].
+  const torch::Tensor by_position =
+      batch == 1 ? packed : packed.index_select(0, torch::cat(unpack, 1).view(-1));
+  return by_position.view({batch, t - first_pruned, h, d}).transpose(1, 2);
+}
+
 torch::Tensor PrunedKVAttentionImpl::forward(const torch::Tensor& x) {
   TORCH_CHECK(x.dim() == 3 && x.size(2) == options_.n_embd, "PrunedKVAttention expects x [B, T, ",
               options_.n_embd, "], got ", x.sizes());
@@ -140,37 +224,8 @@ torch::Tensor PrunedKVAttentionImpl::forward(const torch::Tensor& x) {
                                             k.narrow(2, 0, first_pruned),
                                             v.narrow(2, 0, first_pruned), 0.0));
   }
-  // Each pruned chunk attends to its own key set, whose last keys are the chunk's own positions.
-  std::vector<torch::Tensor> q_chunks, k_sets, v_sets;
-  for (int64_t s = first_pruned; s < t; s += chunk) {
-    const int64_t rows = std::min(chunk, t - s);
-    const int64_t end = s + rows;
-    torch::Tensor kept;
-    {
-      torch::NoGradGuard no_grad;
-      kept = select(prefix_importance(chunk_mass, chunk, s), s);
-    }
-    last_selection_.chunk_starts.push_back(s);
-    last_selection_.kept.push_back(kept);
-    q_chunks.push_back(q.narrow(2, s, rows));
-    if (options_.mode == PruneMode::kVOnly) {
-      // Normalised over every causal key; only the kept ones (and the chunk's own) contribute a
-      // value.
-      torch::Tensor keep = torch::zeros({kept.size(0), h, end}, kept.options().dtype(torch::kBool));
-      keep.narrow(2, s, rows).fill_(true);
-      keep.scatter_(2, kept, true);
-      k_sets.push_back(k.narrow(2, 0, end));
-      v_sets.push_back(v.narrow(2, 0, end) * keep.unsqueeze(-1).to(v.dtype()));
-    } else {
-      // kv_scores_reuse and legacy: the softmax over the kept keys only, so only they are gathered
-      // (a pruned key's score would be masked out anyway).
-      const torch::Tensor gather_index = kept.unsqueeze(-1).expand({-1, -1, -1, q.size(3)});
-      k_sets.push_back(torch::cat({k.gather(2, gather_index), k.narrow(2, s, rows)}, 2));
-      v_sets.push_back(torch::cat({v.gather(2, gather_index), v.narrow(2, s, rows)}, 2));
-    }
-  }
-  for (torch::Tensor& out : ops::chunked_causal_attention(q_chunks, k_sets, v_sets))
-    outputs.push_back(std::move(out));
+  if (first_pruned < t)
+    outputs.push_back(pruned_chunks_attention(q, k, v, chunk_mass, chunk, first_pruned));
   // The profile learns from this batch only after its selections: a sequence never sees the
   // importance of its batch mates or of its own future.
   if (update_profile) {

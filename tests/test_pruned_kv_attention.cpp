@@ -273,4 +273,49 @@ TEST(ChunkedCausalAttention, RejectsMismatchedChunks) {
                                          "got 1 query chunks but 0 key and 0 value sets");
 }
 
+// Sequences packed row after row: each equals the float64 reference of its own [1, H, L, D]
+// attention, gradients included.
+TEST(PackedCausalAttention, EverySequenceMatchesTheFloat64Reference) {
+  torch::manual_seed(82);
+  const std::vector<int64_t> q_lengths = {5, 0, 7, 1}, k_lengths = {5, 3, 20, 9};
+  const torch::Tensor q = torch::randn({13, 3, 8}, torch::kFloat64).requires_grad_();
+  const torch::Tensor k = torch::randn({37, 3, 8}, torch::kFloat64).requires_grad_();
+  const torch::Tensor v = torch::randn({37, 3, 8}, torch::kFloat64).requires_grad_();
+  const torch::Tensor out = rakv::ops::packed_causal_attention(q, k, v, q_lengths, k_lengths);
+  ASSERT_EQ(out.sizes(), q.sizes());
+  const torch::Tensor upstream = torch::randn_like(out);
+  const auto got = torch::autograd::grad({out}, {q, k, v}, {upstream}, true);
+  std::vector<torch::Tensor> pieces;
+  int64_t q_row = 0, k_row = 0;
+  const auto heads_first = [](const torch::Tensor& x) { return x.transpose(0, 1).unsqueeze(0); };
+  for (size_t s = 0; s < q_lengths.size(); ++s) {
+    pieces.push_back(rakv::testing::chunk_attention_reference(
+                         heads_first(q.narrow(0, q_row, q_lengths[s])),
+                         heads_first(k.narrow(0, k_row, k_lengths[s])),
+                         heads_first(v.narrow(0, k_row, k_lengths[s])))
+                         .squeeze(0)
+                         .transpose(0, 1));
+    q_row += q_lengths[s];
+    k_row += k_lengths[s];
+  }
+  const torch::Tensor reference = torch::cat(pieces, 0);
+  EXPECT_LT(relative_error(out, reference), 1e-12);
+  const auto want = torch::autograd::grad({reference}, {q, k, v}, {upstream});
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_LT(relative_error(got[i], want[i]), 1e-12) << "input " << i;
+}
+
+TEST(PackedCausalAttention, RejectsLengthsThatDoNotFit) {
+  const torch::Tensor q = torch::randn({4, 2, 8}), k = torch::randn({6, 2, 8});
+  rakv::testing::expect_error_containing(
+      [&] { rakv::ops::packed_causal_attention(q, k, k, {4}, {3}); },
+      "sequence 0 has 4 queries and 3 keys (needs 0 <= queries <= keys)");
+  rakv::testing::expect_error_containing(
+      [&] { rakv::ops::packed_causal_attention(q, k, k, {2, 1}, {3, 2}); },
+      "the lengths add up to 3 queries and 5 keys, but q has 4 rows and k 6");
+  rakv::testing::expect_error_containing(
+      [&] { rakv::ops::packed_causal_attention(q, k, k, {4}, {6, 0}); },
+      "1 query lengths but 2 key lengths");
+}
+
 }  // namespace

@@ -88,6 +88,15 @@ std::vector<torch::Tensor> chunked_causal_attention(const std::vector<torch::Ten
                                                     const std::vector<torch::Tensor>& k,
                                                     const std::vector<torch::Tensor>& v);
 
+// The same over sequences already packed row after row (the variable-length layout): sequence s
+// owns the next q_lengths[s] rows of q and the next k_lengths[s] >= q_lengths[s] rows of k and
+// v, and its query i sees its keys 0 .. k_lengths[s] - q_lengths[s] + i. q: [Nq, H, D], k, v:
+// [Nk, H, D] with Nq = sum q_lengths, Nk = sum k_lengths. Returns [Nq, H, D]. Lets a caller
+// build every key set with one gather instead of a copy per set (PrunedKV's training forward).
+torch::Tensor packed_causal_attention(const torch::Tensor& q, const torch::Tensor& k,
+                                      const torch::Tensor& v, const std::vector<int64_t>& q_lengths,
+                                      const std::vector<int64_t>& k_lengths);
+
 // Column attention mass per chunk of `chunk` consecutive queries: mass[b, h, c, j] = sum over
 // the queries i of chunk c (i >= j) of P[i, j], with P the causal softmax of q k^T / sqrt(D).
 // q, k: [B, H, T, D] floating; returns [B, H, ceil(T / chunk), T], float64 for float64 input and

@@ -18,11 +18,12 @@ torch::Tensor kv_select(const torch::Tensor& importance, int64_t k_keep, int64_t
 torch::Tensor kv_importance(const torch::Tensor& q, const torch::Tensor& k,
                             bool exposure_correction, int64_t window, double scale);
 
-// The variable-length FlashAttention path of ops::chunked_causal_attention (checked there).
-// Returns an empty vector when this LibTorch or these tensors cannot take it.
-std::vector<torch::Tensor> chunked_causal_attention_varlen(const std::vector<torch::Tensor>& q,
-                                                           const std::vector<torch::Tensor>& k,
-                                                           const std::vector<torch::Tensor>& v);
+// The variable-length FlashAttention path of ops::packed_causal_attention (checked there).
+// Returns an undefined tensor when this LibTorch or these tensors cannot take it.
+torch::Tensor packed_causal_attention_varlen(const torch::Tensor& q, const torch::Tensor& k,
+                                             const torch::Tensor& v,
+                                             const std::vector<int64_t>& q_lengths,
+                                             const std::vector<int64_t>& k_lengths);
 
 // The fused cross-entropy kernels (checked by ops::cross_entropy_forward / _backward).
 // logits: [N, columns] float32, float16 or bfloat16 with a contiguous last dim; targets: int64

@@ -95,9 +95,15 @@ class PrunedKVAttentionImpl : public AttentionLayer {
   torch::nn::Linear c_proj{nullptr};  // [C, C]
 
  private:
-  // Importance of the keys before `prefix` for every (b, h) row, from the chunk masses.
-  torch::Tensor prefix_importance(const torch::Tensor& chunk_mass, int64_t chunk, int64_t prefix);
+  // Importance of the keys before `prefix` for every (b, h) row, from the running sums of the
+  // chunk masses ([B, H, chunks, T]).
+  torch::Tensor prefix_importance(const torch::Tensor& cumulative_mass, int64_t chunk,
+                                  int64_t prefix);
   torch::Tensor select(const torch::Tensor& importance, int64_t prefix);
+  // Attention output [B, H, T - first_pruned, D] of the pruned chunks from first_pruned on.
+  torch::Tensor pruned_chunks_attention(const torch::Tensor& q, const torch::Tensor& k,
+                                        const torch::Tensor& v, const torch::Tensor& chunk_mass,
+                                        int64_t chunk, int64_t first_pruned);
   void update_ema(const torch::Tensor& chunk_mass);
 
   PrunedKVAttentionOptions options_;
