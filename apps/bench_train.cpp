@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <filesystem>
 #include <iomanip>
 #include <nlohmann/json.hpp>
@@ -47,6 +48,14 @@ BenchTrainResult bench_train(const BenchTrainOptions& options, std::ostream& log
       (!cuda || !util::kernel_profiling_supported())) {
     throw std::runtime_error(
         "bench-train --profile needs CONFIG_DEVICE=cuda in a build with -DRAKV_CUDA=ON");
+  }
+  if (!options.profile_trace.empty()) {
+    // Kineto only logs a trace it cannot write: find out now, not after the run.
+    const bool existed = fs::exists(options.profile_trace);
+    if (!std::ofstream(options.profile_trace, std::ios::app))
+      throw std::runtime_error("bench-train --profile-trace: cannot write " + options.profile_trace);
+    if (!existed)
+      fs::remove(options.profile_trace);
   }
   const torch::Device device = cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
   const int64_t batch = cfg.get_int("CONFIG_BATCH_SIZE");
@@ -131,6 +140,10 @@ BenchTrainResult bench_train(const BenchTrainOptions& options, std::ostream& log
        << ")";
   if (profiling)
     line << " [profiled: times include the profiler's overhead]";
+  if (runner.uses_cuda_graph() && options.warmup <= StepRunner::kGraphWarmupSteps)
+    line << " [the timed steps include " << StepRunner::kGraphWarmupSteps - options.warmup
+         << " eager steps and the capture: use --warmup " << StepRunner::kGraphWarmupSteps + 1
+         << " or more for the graph alone]";
   log << line.str() << "\n";
   if (profiling)
     log << "\n" << profile_table;

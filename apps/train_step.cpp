@@ -276,6 +276,7 @@ void StepRunner::capture_step(const std::vector<torch::Tensor>& inputs,
   // replay writes them afresh instead of accumulating onto the previous step's.
   for (auto& p : parameters_)
     p.mutable_grad() = torch::Tensor();
+  static_loss_ = torch::Tensor();
 
   stepped_states_.clear();
   graph_->capture([&] {

@@ -103,6 +103,8 @@ torch::Tensor packed_causal_attention(const torch::Tensor& q, const torch::Tenso
   TORCH_CHECK(q_total == q.size(0) && k_total == k.size(0), "packed_causal_attention: the "
               "lengths add up to ", q_total, " queries and ", k_total, " keys, but q has ",
               q.size(0), " rows and k ", k.size(0));
+  if (q.size(0) == 0)
+    return torch::empty_like(q);
 #if defined(RAKV_WITH_CUDA)
   if (q.is_cuda()) {
     const torch::Tensor out = cuda::packed_causal_attention_varlen(q, k, v, q_lengths, k_lengths);
@@ -127,7 +129,7 @@ torch::Tensor packed_causal_attention(const torch::Tensor& q, const torch::Tenso
     q_row += rows;
     k_row += keys;
   }
-  return out.empty() ? torch::empty_like(q) : torch::cat(out, 0);
+  return torch::cat(out, 0);
 }
 
 }  // namespace rakv::ops

@@ -6,6 +6,7 @@
 #ifdef RAKV_WITH_CUDA
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -32,16 +33,29 @@ void CudaGraph::on_side_stream(const std::function<void()>& work) {
   const c10::cuda::CUDAStream caller = c10::cuda::getCurrentCUDAStream();
   impl_->caller_ready.record(caller);
   impl_->caller_ready.block(impl_->stream);
-  {
-    const c10::cuda::CUDAStreamGuard guard(impl_->stream);
-    work();
-  }
-  impl_->side_done.record(impl_->stream);
-  impl_->side_done.block(caller);
+  // Also when `work` throws: what it queued may still read the caller's tensors.
+  struct JoinCaller {
+    Impl& impl;
+    c10::cuda::CUDAStream caller;
+    ~JoinCaller() {
+      try {
+        impl.side_done.record(impl.stream);
+        impl.side_done.block(caller);
+      } catch (const std::exception&) {
+        // Only reached with the device already failing; the error in flight says why.
+      }
+    }
+  } join{*impl_, caller};
+  const c10::cuda::CUDAStreamGuard guard(impl_->stream);
+  work();
 }
 
 void CudaGraph::capture(const std::function<void()>& work) {
   reset();
+  // A capture cannot reuse blocks cached outside its pool: hand them back first, or the capture
+  // would need a second copy of the working set the eager warm-up steps left cached.
+  c10::cuda::device_synchronize();
+  c10::cuda::CUDACachingAllocator::emptyCache();
   auto graph = std::make_unique<at::cuda::CUDAGraph>();
   graph->capture_begin();
   try {
@@ -52,8 +66,8 @@ void CudaGraph::capture(const std::function<void()>& work) {
       graph->capture_end();
     } catch (const std::exception&) {
     }
-    throw std::runtime_error(std::string("CUDA graph capture failed (the captured work must not "
-                                         "wait for the device): ") +
+    throw std::runtime_error(std::string("capturing a CUDA graph failed (captured work must not "
+                                         "wait for the device, e.g. read a value back): ") +
                              error.what());
   }
   graph->capture_end();

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <iomanip>
 #include <map>
 #include <sstream>
@@ -31,6 +32,16 @@ void KernelProfile::start() {
   running_ = true;
 }
 
+KernelProfile::~KernelProfile() {
+  if (!running_)
+    return;
+  try {
+    torch::autograd::profiler::disableProfiler();
+  } catch (const std::exception&) {
+    // Stopping after an error: the error in flight is the one to report.
+  }
+}
+
 std::string KernelProfile::stop(int rows, int64_t steps, double wall_ms,
                                 const std::string& trace_path) {
   if (!running_)
@@ -51,8 +62,11 @@ std::string KernelProfile::stop(int rows, int64_t steps, double wall_ms,
     totals.calls += 1;
     device_ns += static_cast<double>(event.durationNs());
   }
-  if (!trace_path.empty())
+  if (!trace_path.empty()) {
     result->save(trace_path);
+    if (!std::filesystem::exists(trace_path))
+      throw std::runtime_error("bench-train --profile-trace: " + trace_path + " was not written");
+  }
 
   std::vector<std::pair<std::string, Totals>> sorted(by_name.begin(), by_name.end());
   std::sort(sorted.begin(), sorted.end(),
@@ -82,6 +96,8 @@ bool kernel_profiling_supported() {
 void KernelProfile::start() {
   throw std::runtime_error("profiling device kernels needs a build with -DRAKV_CUDA=ON");
 }
+
+KernelProfile::~KernelProfile() = default;
 
 std::string KernelProfile::stop(int, int64_t, double, const std::string&) {
   return {};

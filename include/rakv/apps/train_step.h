@@ -53,7 +53,8 @@ class StepRunner {
   torch::Tensor step(const std::vector<torch::Tensor>& inputs,
                      const std::vector<torch::Tensor>& targets, double lr);
 
-  // Call after changing which parameters train (e.g. unfreezing RA's reciprocal gates): the next
+  // Call after changing which parameters train (e.g. unfreezing RA's reciprocal gates) or after
+  // replacing the optimizer's state (the graph holds the moment tensors it captured): the next
   // step captures a new graph. Does nothing without CUDA graphs.
   void invalidate_graph();
 

@@ -13,6 +13,10 @@ bool kernel_profiling_supported();
 
 class KernelProfile {
  public:
+  KernelProfile() = default;
+  ~KernelProfile();  // stops a profile still running (an error between start and stop)
+  KernelProfile(const KernelProfile&) = delete;
+  KernelProfile& operator=(const KernelProfile&) = delete;
   // Starts recording CPU ops and CUDA activity on this thread and the device.
   void start();
   // Stops recording and returns a Markdown table of the `rows` names with the most device time,
