@@ -90,12 +90,11 @@ BenchTrainResult bench_train(const BenchTrainOptions& options, std::ostream& log
                                  ? std::min<int64_t>(options.warmup, StepRunner::kGraphWarmupSteps)
                                  : options.warmup;
   for (int64_t step = 0; step < total; ++step) {
-    if (step == probe_from) {
+    if (step == probe_from || step == options.warmup)
       util::synchronize(device);
+    if (step == probe_from)
       probe.reset();
-    }
     if (step == options.warmup) {
-      util::synchronize(device);
       if (profiling)
         profile.start();
       start = std::chrono::steady_clock::now();

@@ -26,6 +26,32 @@ namespace {
   return static_cast<torch::optim::AdamWParamState&>(*slot);
 }
 
+#if TORCH_VERSION_MAJOR >= 2
+// One parameter group's arguments of at::_fused_adamw_, shared by the eager and the captured step.
+struct FusedAdamWGroup {
+  std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+
+  void add(const torch::Tensor& p, torch::optim::AdamWParamState& state, const torch::Tensor& step) {
+    params.push_back(p);
+    grads.push_back(p.grad());
+    exp_avgs.push_back(state.exp_avg());
+    exp_avg_sqs.push_back(state.exp_avg_sq());
+    steps.push_back(step);
+  }
+
+  // lr: a double (eager) or a 0-dim device tensor (read by a replayed graph).
+  template <typename LearningRate>
+  void step(const torch::optim::AdamWOptions& options, const LearningRate& lr) const {
+    if (params.empty())
+      return;
+    at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, lr,
+                      std::get<0>(options.betas()), std::get<1>(options.betas()),
+                      options.weight_decay(), options.eps(), /*amsgrad=*/false,
+                      /*maximize=*/false);
+  }
+};
+#endif
+
 std::string describe_shapes(const std::vector<torch::Tensor>& tensors) {
   std::ostringstream out;
   out << tensors.size() << " micro-batches";
@@ -47,8 +73,7 @@ void fused_adamw_step(torch::optim::AdamW& optimizer) {
     torch::NoGradGuard no_grad;
     for (auto& group : optimizer.param_groups()) {
       const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
-      std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs;
-      std::vector<torch::Tensor> steps;
+      FusedAdamWGroup lists;
       // One step tensor per distinct step count (parameters that started training later differ).
       std::map<int64_t, torch::Tensor> step_tensors;
       for (auto& p : group.params()) {
@@ -62,18 +87,9 @@ void fused_adamw_step(torch::optim::AdamW& optimizer) {
                    .emplace(s.step(), torch::full({}, static_cast<double>(s.step()), p.options()))
                    .first;
         }
-        params.push_back(p);
-        grads.push_back(p.grad());
-        exp_avgs.push_back(s.exp_avg());
-        exp_avg_sqs.push_back(s.exp_avg_sq());
-        steps.push_back(it->second);
+        lists.add(p, s, it->second);
       }
-      if (params.empty())
-        continue;
-      at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps,
-                        options.lr(), std::get<0>(options.betas()), std::get<1>(options.betas()),
-                        options.weight_decay(), options.eps(), /*amsgrad=*/false,
-                        /*maximize=*/false);
+      lists.step(options, options.lr());
     }
     return;
   }
@@ -284,10 +300,7 @@ void StepRunner::capture_step(const std::vector<torch::Tensor>& inputs,
       torch::AutoGradMode grad_mode(true);
       static_loss_ = forward_backward(static_inputs_, static_targets_);
     }
-    struct GroupLists {
-      std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
-    };
-    std::vector<GroupLists> lists(optimizer_->param_groups().size());
+    std::vector<FusedAdamWGroup> lists(optimizer_->param_groups().size());
     std::vector<torch::Tensor> advanced;
     for (size_t g = 0; g < lists.size(); ++g) {
       for (auto& p : optimizer_->param_groups()[g].params()) {
@@ -298,26 +311,16 @@ void StepRunner::capture_step(const std::vector<torch::Tensor>& inputs,
         if (std::none_of(advanced.begin(), advanced.end(),
                          [&](const torch::Tensor& t) { return t.is_same(counter); }))
           advanced.push_back(counter);
-        lists[g].params.push_back(p);
-        lists[g].grads.push_back(p.grad());
-        lists[g].exp_avgs.push_back(s.exp_avg());
-        lists[g].exp_avg_sqs.push_back(s.exp_avg_sq());
-        lists[g].steps.push_back(counter);
+        lists[g].add(p, s, counter);
         stepped_states_.push_back(&s);
       }
     }
     for (auto& counter : advanced)
       counter.add_(1);
     for (size_t g = 0; g < lists.size(); ++g) {
-      if (lists[g].params.empty())
-        continue;
-      const auto& options =
-          static_cast<const torch::optim::AdamWOptions&>(optimizer_->param_groups()[g].options());
-      at::_fused_adamw_(lists[g].params, lists[g].grads, lists[g].exp_avgs, lists[g].exp_avg_sqs,
-                        /*max_exp_avg_sqs=*/{}, lists[g].steps, device_lr_,
-                        std::get<0>(options.betas()), std::get<1>(options.betas()),
-                        options.weight_decay(), options.eps(), /*amsgrad=*/false,
-                        /*maximize=*/false);
+      lists[g].step(
+          static_cast<const torch::optim::AdamWOptions&>(optimizer_->param_groups()[g].options()),
+          device_lr_);
     }
   });
 #else

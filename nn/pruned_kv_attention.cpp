@@ -91,11 +91,11 @@ torch::Tensor PrunedKVAttentionImpl::select(const torch::Tensor& importance, int
                         ops::NanPolicy::kPropagate);
 }
 
-void PrunedKVAttentionImpl::update_ema(const torch::Tensor& chunk_mass) {
-  const int64_t t = chunk_mass.size(3);
+void PrunedKVAttentionImpl::update_ema(const torch::Tensor& cumulative_mass) {
+  const int64_t t = cumulative_mass.size(3);
   if (ema_profile_.defined() && calls_ % options_.ema_update_every != 0)
     return;
-  const torch::Tensor mass = chunk_mass.sum(2);
+  const torch::Tensor mass = cumulative_mass.select(2, -1);  // every chunk's
   const torch::Tensor denominator = options_.exposure_correction
                                         ? (t - torch::arange(t, mass.options()))
                                         : torch::full({t}, static_cast<double>(t), mass.options());
@@ -111,7 +111,7 @@ void PrunedKVAttentionImpl::update_ema(const torch::Tensor& chunk_mass) {
 torch::Tensor PrunedKVAttentionImpl::pruned_chunks_attention(const torch::Tensor& q,
                                                              const torch::Tensor& k,
                                                              const torch::Tensor& v,
-                                                             const torch::Tensor& chunk_mass,
+                                                             const torch::Tensor& cumulative_mass,
                                                              int64_t chunk, int64_t first_pruned) {
   const int64_t batch = q.size(0), h = q.size(1), t = q.size(2), d = q.size(3);
   // [B, H, T, D] -> [B * T, H, D]: position i of sequence b is row b * T + i.
@@ -122,11 +122,6 @@ torch::Tensor PrunedKVAttentionImpl::pruned_chunks_attention(const torch::Tensor
   const torch::Tensor sequence = torch::arange(batch, index_options);
   const torch::Tensor head = torch::arange(h, index_options).view({1, h, 1});
   const torch::Tensor first_row = (sequence * t).view({batch, 1});
-  torch::Tensor cumulative_mass;
-  {
-    torch::NoGradGuard no_grad;
-    cumulative_mass = chunk_mass.cumsum(2);  // [B, H, chunks, T]: mass of the chunks up to c
-  }
   std::vector<int64_t> q_lengths, k_lengths;
   std::vector<torch::Tensor> q_rows, k_rows, keep_flat, unpack;
   int64_t packed_queries = 0, packed_keys = 0;
@@ -211,9 +206,12 @@ torch::Tensor PrunedKVAttentionImpl::forward(const torch::Tensor& x) {
     }
   }
   const bool update_profile = is_training() && options_.ema_momentum > 0;
-  torch::Tensor chunk_mass;
+  // [B, H, chunks, T]: the mass paid by the chunks up to c (one running sum serves every prefix
+  // and the EMA profile).
+  torch::Tensor cumulative_mass;
   if (first_pruned < t || update_profile) {
-    chunk_mass = ops::kv_chunk_column_mass(q.detach(), k.detach(), chunk);
+    torch::NoGradGuard no_grad;
+    cumulative_mass = ops::kv_chunk_column_mass(q.detach(), k.detach(), chunk).cumsum(2);
   }
   if (ema_profile_.defined() && ema_profile_.size(1) != t)
     ema_profile_ = torch::Tensor();
@@ -225,12 +223,12 @@ torch::Tensor PrunedKVAttentionImpl::forward(const torch::Tensor& x) {
                                             v.narrow(2, 0, first_pruned), 0.0));
   }
   if (first_pruned < t)
-    outputs.push_back(pruned_chunks_attention(q, k, v, chunk_mass, chunk, first_pruned));
+    outputs.push_back(pruned_chunks_attention(q, k, v, cumulative_mass, chunk, first_pruned));
   // The profile learns from this batch only after its selections: a sequence never sees the
   // importance of its batch mates or of its own future.
   if (update_profile) {
     torch::NoGradGuard no_grad;
-    update_ema(chunk_mass);
+    update_ema(cumulative_mass);
   }
   ++calls_;
   const torch::Tensor out = outputs.size() == 1 ? outputs[0] : torch::cat(outputs, 2);

@@ -9,6 +9,19 @@
 #endif
 
 namespace rakv::ops {
+namespace {
+
+// The masked path: q [B, H, Tq, D] over k, v [B, H, Lk, D], query i seeing keys 0 .. Lk - Tq + i.
+torch::Tensor bottom_right_causal_attention(const torch::Tensor& q, const torch::Tensor& k,
+                                            const torch::Tensor& v) {
+  const int64_t rows = q.size(2), keys = k.size(2);
+  const torch::Tensor visible =
+      torch::ones({rows, keys}, torch::TensorOptions().dtype(torch::kBool).device(q.device()))
+          .tril(keys - rows);
+  return masked_attention(q, k, v, visible);
+}
+
+}  // namespace
 
 std::vector<torch::Tensor> chunked_causal_attention(const std::vector<torch::Tensor>& q,
                                                     const std::vector<torch::Tensor>& k,
@@ -69,14 +82,8 @@ std::vector<torch::Tensor> chunked_causal_attention(const std::vector<torch::Ten
 #endif
   std::vector<torch::Tensor> out;
   out.reserve(q.size());
-  for (size_t c = 0; c < q.size(); ++c) {
-    const int64_t rows = q[c].size(2);
-    const int64_t keys = k[c].size(2);
-    const torch::Tensor visible =
-        torch::ones({rows, keys}, torch::TensorOptions().dtype(torch::kBool).device(q[c].device()))
-            .tril(keys - rows);
-    out.push_back(masked_attention(q[c], k[c], v[c], visible));
-  }
+  for (size_t c = 0; c < q.size(); ++c)
+    out.push_back(bottom_right_causal_attention(q[c], k[c], v[c]));
   return out;
 }
 
@@ -118,12 +125,9 @@ torch::Tensor packed_causal_attention(const torch::Tensor& q, const torch::Tenso
     const int64_t rows = q_lengths[s], keys = k_lengths[s];
     // [L, H, D] -> [1, H, L, D] and back.
     const auto heads_first = [](const torch::Tensor& x) { return x.transpose(0, 1).unsqueeze(0); };
-    const torch::Tensor visible =
-        torch::ones({rows, keys}, torch::TensorOptions().dtype(torch::kBool).device(q.device()))
-            .tril(keys - rows);
-    out.push_back(masked_attention(heads_first(q.narrow(0, q_row, rows)),
-                                   heads_first(k.narrow(0, k_row, keys)),
-                                   heads_first(v.narrow(0, k_row, keys)), visible)
+    out.push_back(bottom_right_causal_attention(heads_first(q.narrow(0, q_row, rows)),
+                                                heads_first(k.narrow(0, k_row, keys)),
+                                                heads_first(v.narrow(0, k_row, keys)))
                       .squeeze(0)
                       .transpose(0, 1));
     q_row += rows;

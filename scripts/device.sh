@@ -101,6 +101,14 @@ audit() { build-cuda/rakv audit --device cuda --no-progress --out "$RESULTS/audi
 
 baselines() { python3 tests/cuda/bench_baselines.py; }
 
+# loss_gap A.csv B.csv NAME_A NAME_B: both runs' losses step by step (step,loss files) and the
+# largest difference.
+loss_gap() {
+  paste -d, "$1" "$2" | awk -F, -v a="$3" -v b="$4" 'NR > 1 {
+      d = $2 - $4; if (d < 0) d = -d; if (d > max) max = d; printf "step %s %s %s %s %s\n", $1, a, $2, b, $4 }
+      END { printf "max |%s - %s| loss difference: %g\n", a, b, max }'
+}
+
 # GPT-2 training, rakv vs PyTorch (eager and compiled) on the same card, same shapes. E2E picks
 # the parts: short (T=1024), long (T=16384), agree (same init, same batches), graphs (rakv with
 # and without the CUDA graph of the step), rakv_profile (rakv's kernels at T=16384), profile
@@ -143,9 +151,7 @@ e2e() {
     local agree="--set CONFIG_DEVICE=cuda --set CONFIG_BLOCK_SIZE=256 --set CONFIG_BATCH_SIZE=8 --set CONFIG_LEARNING_RATE=3e-4"
     $rakv bench-train --config $cfg $agree --steps 30 --warmup 0 --export "$dir/agree"
     $ref --import "$dir/agree" > "$dir/agree/pytorch_losses.csv"
-    paste -d, "$dir/agree/rakv_losses.csv" "$dir/agree/pytorch_losses.csv" | awk -F, 'NR > 1 {
-        d = $2 - $4; if (d < 0) d = -d; if (d > max) max = d; printf "step %s rakv %s pytorch %s\n", $1, $2, $4 }
-        END { printf "max |rakv - pytorch| loss difference: %g\n", max }'
+    loss_gap "$dir/agree/rakv_losses.csv" "$dir/agree/pytorch_losses.csv" rakv pytorch
     rm -f "$dir"/agree/*.safetensors
   fi
   if [[ ,$parts, == *,graphs,* ]]; then
@@ -164,9 +170,7 @@ e2e() {
     $rakv bench-train --config $cfg $agree --steps 30 --warmup 0 --export "$dir/graph-agree-eager"
     # shellcheck disable=SC2086
     $rakv bench-train --config $cfg $agree $graph --steps 30 --warmup 0 --export "$dir/graph-agree-graph"
-    paste -d, "$dir/graph-agree-eager/rakv_losses.csv" "$dir/graph-agree-graph/rakv_losses.csv" | awk -F, 'NR > 1 {
-        d = $2 - $4; if (d < 0) d = -d; if (d > max) max = d }
-        END { printf "max |eager - graph| loss difference over 30 steps: %g\n", max }'
+    loss_gap "$dir/graph-agree-eager/rakv_losses.csv" "$dir/graph-agree-graph/rakv_losses.csv" eager graph
     rm -f "$dir"/graph-agree-*/*.safetensors
   fi
   if [[ ,$parts, == *,rakv_profile,* ]]; then

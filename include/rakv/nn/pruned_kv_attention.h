@@ -102,9 +102,9 @@ class PrunedKVAttentionImpl : public AttentionLayer {
   torch::Tensor select(const torch::Tensor& importance, int64_t prefix);
   // Attention output [B, H, T - first_pruned, D] of the pruned chunks from first_pruned on.
   torch::Tensor pruned_chunks_attention(const torch::Tensor& q, const torch::Tensor& k,
-                                        const torch::Tensor& v, const torch::Tensor& chunk_mass,
+                                        const torch::Tensor& v, const torch::Tensor& cumulative_mass,
                                         int64_t chunk, int64_t first_pruned);
-  void update_ema(const torch::Tensor& chunk_mass);
+  void update_ema(const torch::Tensor& cumulative_mass);
 
   PrunedKVAttentionOptions options_;
   Selection last_selection_;
