@@ -34,8 +34,9 @@ __device__ __forceinline__ float key_bound_float(uint32_t key) {
 // compare values as floats against the thresholds turned back into floats (no keys); a tile
 // with a NaN compares keys, where NaNs have an order. Lane 0 parks each step's ballots in
 // shared memory and lane j picks up word j, instead of every lane selecting every ballot. Band
-// entries (a few percent) are then written by the lane that owns their word, reloading the
-// value (an L1 hit), so that no value stays live in registers.
+// entries (a few percent) are then written by the lane that owns their word, from a copy of the
+// tile's values in shared memory. The row is loaded with an evict-first hint: read once, it
+// should leave L2 before the band entries, which the resolve step reads next.
 template <bool kSampling>
 __global__ void __launch_bounds__(kClassifyThreads)
     classify_kernel(const float* __restrict__ importance, int64_t row_stride, int64_t E,
@@ -51,11 +52,11 @@ __global__ void __launch_bounds__(kClassifyThreads)
   const float* lane_in = in + lane;
   if (valid_n == kTile) {
 #pragma unroll
-    for (int j = 0; j < 32; ++j) v[j] = __ldg(lane_in + j * 32);
+    for (int j = 0; j < 32; ++j) v[j] = __ldcs(lane_in + j * 32);
   } else {
 #pragma unroll
     for (int j = 0; j < 32; ++j)
-      v[j] = j * 32 + static_cast<int>(lane) < valid_n ? __ldg(lane_in + j * 32) : 0.f;
+      v[j] = j * 32 + static_cast<int>(lane) < valid_n ? __ldcs(lane_in + j * 32) : 0.f;
   }
   bool lane_nan = false;  // x != x only for a NaN; two per instruction (an unordered compare)
 #pragma unroll
@@ -101,6 +102,13 @@ __global__ void __launch_bounds__(kClassifyThreads)
   const uint32_t band_word = words.y & ~words.x & valid;
   uint32_t hi_word = 0;
   if constexpr (kSampling) hi_word = words.z & band_word;
+  // The tile's values in position order, for the lanes that write its band entries (the row was
+  // read with an evict-first hint, so reading it again could go to device memory).
+  __shared__ float s_values[kClassifyThreads / 32][kTile];
+  if (__any_sync(0xffffffffu, band_word != 0)) {
+#pragma unroll
+    for (int j = 0; j < 32; ++j) s_values[warp][j * 32 + lane] = v[j];
+  }
 
   ws.mask[row * ws.words_per_row + chunk * kWordsPerChunk + warp * 32 + lane] = def_word;
   if (tile_nan && lane == 0) atomicOr(row_status + row, kRowStatusNaN);
@@ -140,11 +148,11 @@ __global__ void __launch_bounds__(kClassifyThreads)
   unsigned long long* band = ws.band + row * ws.band_cap;
   const uint64_t cap = static_cast<uint64_t>(ws.band_cap);
   uint64_t slot = static_cast<uint64_t>(s_band_base) + s_band[warp] + (band_incl - my_band);
-  const float* word_in = in + lane * 32;
+  const float* word_values = s_values[warp] + lane * 32;
   const uint32_t pos0 = static_cast<uint32_t>(first) + lane * 32;
   for (uint32_t bits = band_word; bits != 0; bits &= bits - 1u, ++slot) {
     const uint32_t bit = static_cast<uint32_t>(__ffs(bits)) - 1u;
-    const uint32_t key = float_key(__ldg(word_in + bit));
+    const uint32_t key = float_key(word_values[bit]);
     if (slot < cap) band[slot] = (static_cast<unsigned long long>(key) << 32) | (pos0 + bit);
   }
 }
@@ -153,6 +161,8 @@ __global__ void __launch_bounds__(kClassifyThreads)
 // its 32 mask words and the tile's output offset together, scans the bit counts, gathers the
 // kept positions in order in shared memory (lane l writes the set bits of word l), then
 // copies them out as int64 with 16-byte stores, so every output sector is written whole, once.
+// The stores are marked evict-first: the output is not read again here, and should leave L2
+// before the workspace does.
 __global__ void __launch_bounds__(kEmitThreads)
     emit_kernel(SelectWorkspace ws, int64_t E, int64_t need, int64_t recent,
                 int64_t* __restrict__ out, int64_t out_row_stride) {
@@ -189,14 +199,14 @@ __global__ void __launch_bounds__(kEmitThreads)
   int64_t* dst = out + row * out_row_stride + o0;
   const int64_t base = tile * kTile;
   const int head = (reinterpret_cast<uintptr_t>(dst) & 15u) ? 1 : 0;  // one int64 to reach 16 bytes
-  if (lane == 0 && head && n > 0) dst[0] = base + sp[0];
+  if (lane == 0 && head && n > 0) __stcs(dst, base + sp[0]);
   for (int64_t q = head + 2 * lane; q + 1 < n; q += 64) {
     longlong2 v;
     v.x = base + sp[q];
     v.y = base + sp[q + 1];
-    *reinterpret_cast<longlong2*>(dst + q) = v;
+    __stcs(reinterpret_cast<longlong2*>(dst + q), v);
   }
-  if (lane == 0 && n > head && ((n - head) & 1)) dst[n - 1] = base + sp[n - 1];
+  if (lane == 0 && n > head && ((n - head) & 1)) __stcs(dst + n - 1, base + sp[n - 1]);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -153,12 +153,18 @@ __global__ void __launch_bounds__(kSingleThreads)
 // Multi-block: step 1 (bracket) and step 3 (resolve)
 // ------------------------------------------------------------------------------------------------
 
+// Group g's first position: uniform over the starts in stratum [g*E/groups, (g+1)*E/groups) whose
+// address is 32-byte aligned (`lead` = positions before the row's first aligned address), so
+// that each group is one DRAM sector, read with two 16-byte loads (an unaligned group spans two
+// sectors 7 times in 8).
 __device__ __forceinline__ int64_t sample_group_start(int64_t row, int64_t g, int64_t groups,
-                                                      int64_t E) {
+                                                      int64_t E, int64_t lead) {
   const int64_t s0 = g * E / groups, s1 = (g + 1) * E / groups;
+  const int64_t a0 = s0 + (((lead - s0) % kSampleGroupLen) + kSampleGroupLen) % kSampleGroupLen;
+  const uint32_t starts = static_cast<uint32_t>((s1 - kSampleGroupLen - a0) / kSampleGroupLen + 1);
   const uint64_t h = sampling_mix64(0x5eed5eedull ^ sampling_mix64(static_cast<uint64_t>(row) * 0x100000001b3ull +
                                                                   static_cast<uint64_t>(g)));
-  return s0 + static_cast<int64_t>(h % static_cast<uint64_t>(s1 - s0 - (kSampleGroupLen - 1)));
+  return a0 + kSampleGroupLen * static_cast<int64_t>(static_cast<uint32_t>(h >> 32) % starts);
 }
 
 __global__ void __launch_bounds__(kRowThreads)
@@ -197,10 +203,12 @@ __global__ void __launch_bounds__(kRowThreads)
     uint32_t k[kSampleGroupLen];
     uint32_t kmin = 0xffffffffu, kmax = 0u;
     if (has_group) {
-      const int64_t p = sample_group_start(row, threadIdx.x, groups, E);
+      const int64_t lead = static_cast<int64_t>((32u - (reinterpret_cast<uintptr_t>(in) & 31u)) & 31u) / 4;
+      const int64_t p = sample_group_start(row, threadIdx.x, groups, E, lead);
       float v[kSampleGroupLen];
-#pragma unroll
-      for (int q = 0; q < kSampleGroupLen; ++q) v[q] = __ldg(in + p + q);
+      const float4 a = __ldcs(reinterpret_cast<const float4*>(in + p));
+      const float4 b = __ldcs(reinterpret_cast<const float4*>(in + p + 4));
+      v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
 #pragma unroll
       for (int q = 0; q < kSampleGroupLen; ++q) {
         k[q] = float_key(v[q]);
@@ -289,6 +297,8 @@ __global__ void __launch_bounds__(kRowThreads)
   int32_t* off_row = ws.tile_off + row * ws.tiles_per_row;
   const int64_t tiles = (E + kTile - 1) / kTile;
   const bool counted = tiles <= kRowThreads;  // tile counts kept in shared memory
+  // Classify's tile counts, loaded together with the row state (not after it).
+  const uint32_t tile_count = counted && threadIdx.x < tiles ? static_cast<uint32_t>(off_row[threadIdx.x]) : 0u;
   const RowState st = ws.state[row];
   const int64_t def = st.def_count, n = st.band_count;
   const bool band_mode = st.mode == kModeBand;
@@ -313,7 +323,6 @@ __global__ void __launch_bounds__(kRowThreads)
     finalize_tile_offsets(mask_row, off_row, tiles, sm.row);
     return;
   }
-  const uint32_t tile_count = threadIdx.x < tiles ? static_cast<uint32_t>(off_row[threadIdx.x]) : 0u;
   if (!hit) {  // no band: the mask holds exactly the classify counts
     sm.row.counts[threadIdx.x] = tile_count;
     __syncthreads();

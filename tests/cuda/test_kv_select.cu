@@ -5,7 +5,7 @@
 // exact fallback, which must equal the exact selection. Every output is poisoned first (-1) and
 // every row's status (0x7f7f7f7f); the workspace is filled with garbage.
 //
-// Usage: test_kv_select [--quick] [--no-bench]
+// Usage: test_kv_select [--quick] [--no-bench | --bench-only | --profile]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -474,8 +474,9 @@ int main(int argc, char** argv) {
   const bool quick = rakv_test::has_flag(argc, argv, "--quick");
   const bool do_bench = !rakv_test::has_flag(argc, argv, "--no-bench");
   const bool profile = rakv_test::has_flag(argc, argv, "--profile");  // one call per bench case, no checks
-  if (profile) {
-    bench(false, true);
+  if (profile || rakv_test::has_flag(argc, argv, "--bench-only")) {
+    std::printf("device: %s\n", rakv_test::device_name().c_str());
+    bench(quick, profile);
     return 0;
   }
   std::printf("device: %s\n", rakv_test::device_name().c_str());
