@@ -474,12 +474,11 @@ int main(int argc, char** argv) {
   const bool quick = rakv_test::has_flag(argc, argv, "--quick");
   const bool do_bench = !rakv_test::has_flag(argc, argv, "--no-bench");
   const bool profile = rakv_test::has_flag(argc, argv, "--profile");  // one call per bench case, no checks
+  std::printf("device: %s\n", rakv_test::device_name().c_str());
   if (profile || rakv_test::has_flag(argc, argv, "--bench-only")) {
-    std::printf("device: %s\n", rakv_test::device_name().c_str());
     bench(quick, profile);
     return 0;
   }
-  std::printf("device: %s\n", rakv_test::device_name().c_str());
   rakv_test::Tally tally;
   test_exact(tally, quick);
   test_sampling(tally, quick);
