@@ -114,9 +114,6 @@ __global__ void __launch_bounds__(kClassifyThreads)
   if (tile_nan && lane == 0) atomicOr(row_status + row, kRowStatusNaN);
 
   const uint32_t def_count = warp_sum(static_cast<uint32_t>(__popc(def_word)));
-  // The tile's kept-outright count: the exact resolve step adds its kept band entries to it and
-  // scans the counts into the tile offsets (the sampling one recounts the mask).
-  if (lane == 0) ws.tile_off[row * ws.tiles_per_row + chunk * kTilesPerChunk + warp] = static_cast<int32_t>(def_count);
   const uint32_t my_band = static_cast<uint32_t>(__popc(band_word));
   const uint32_t band_incl = warp_inclusive_scan(my_band);
   const uint32_t band_count = __shfl_sync(0xffffffffu, band_incl, 31);
@@ -245,6 +242,11 @@ int check_selection_ranges(const SelectionParams& p, const char* op) {
   if (p.k_keep < 0 || p.k_keep > p.T || p.recency < 0)
     return invalid_argument("%s: k_keep=%lld must be in [0, T=%lld], recency=%lld >= 0", op, (long long)p.k_keep,
                             (long long)p.T, (long long)p.recency);
+  // The multi-block grids are (rows, chunks of the row): at most 65535 chunks (a grid's second
+  // dimension).
+  if ((p.T + kChunk - 1) / kChunk > 65535)
+    return invalid_argument("%s: T=%lld is above the longest row, %lld", op, (long long)p.T,
+                            (long long)(65535 * kChunk));
   return 0;
 }
 

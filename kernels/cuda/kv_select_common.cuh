@@ -91,8 +91,6 @@ int ensure_dynamic_smem(const void* func, int bytes);
 // The device's opt-in shared memory per block (cached per device).
 int device_smem_optin(int* bytes);
 
-constexpr int64_t kBandSmemEntries = 16384;  // band entries the per-row step holds in shared memory
-
 // Launches `kernel` with programmatic stream serialization (PDL): it may be scheduled while the
 // previous kernel in the stream finishes, and waits in wait_for_predecessor() for its results.
 // Hides most of the launch gap between the pipeline's steps. Returns a cudaError_t value.
@@ -243,25 +241,43 @@ __device__ __forceinline__ void exact_row_fallback(const float* __restrict__ in,
 }
 
 // Counts the mask bits of each 1024-position tile and writes the exclusive scan of the counts
-// (each tile's first output slot). Starts with a barrier, so the block's own mask writes are
-// complete; reads the mask through L2 (__ldcg) since this block's atomics went there.
-__device__ __forceinline__ void finalize_tile_offsets(const uint32_t* mask_row, int32_t* off_row,
-                                                      int64_t tiles, RowSmem& sm) {
+// (each tile's first output slot). Two threads per tile, each loading its 16 words at once, so a
+// round of 512 tiles is one L2 round trip. Starts with a barrier, so the block's own mask
+// writes are complete; reads the mask through L2 (__ldcg) since this block's atomics went there.
+// The row's mask words exist up to whole chunks (zero past E). With `s_bits` (tiles * 32 words
+// in shared memory), those bits are first ORed into the mask, which is written back.
+__device__ __forceinline__ void finalize_tile_offsets(uint32_t* mask_row, int32_t* off_row, int64_t tiles,
+                                                      RowSmem& sm, const uint32_t* s_bits = nullptr) {
   __syncthreads();
-  const uint32_t lane = lane_id(), warp = threadIdx.x >> 5;
+  const bool lead = (threadIdx.x & 1u) == 0;
   uint32_t carry = 0;
-  for (int64_t c0 = 0; c0 < tiles; c0 += kRowThreads) {
-    const int64_t c_end = (tiles - c0 < kRowThreads) ? tiles : c0 + kRowThreads;
-    for (int64_t c = c0 + warp; c < c_end; c += kRowThreads / 32) {
-      const uint32_t s = warp_sum(static_cast<uint32_t>(__popc(__ldcg(mask_row + c * 32 + lane))));
-      if (lane == 0) sm.counts[c - c0] = s;
+  for (int64_t c0 = 0; c0 < tiles; c0 += kRowThreads / 2) {
+    const int64_t c = c0 + threadIdx.x / 2;
+    uint32_t bits = 0;
+    if (c < tiles) {
+      const int64_t w0 = c * 32 + (threadIdx.x & 1u) * 16;
+      uint4* w = reinterpret_cast<uint4*>(mask_row + w0);
+      uint4 q[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) q[k] = __ldcg(w + k);
+      if (s_bits != nullptr) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const uint4 b = *reinterpret_cast<const uint4*>(s_bits + w0 + 4 * k);
+          q[k].x |= b.x;
+          q[k].y |= b.y;
+          q[k].z |= b.z;
+          q[k].w |= b.w;
+          w[k] = q[k];
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < 4; ++k) bits += __popc(q[k].x) + __popc(q[k].y) + __popc(q[k].z) + __popc(q[k].w);
     }
-    __syncthreads();
-    const int64_t c = c0 + threadIdx.x;
-    const uint32_t v = c < tiles ? sm.counts[threadIdx.x] : 0u;
+    bits += __shfl_xor_sync(0xffffffffu, bits, 1);
     uint32_t total;
-    const uint32_t before = block_exclusive_scan<kRowThreads>(v, total, sm.select.scan);
-    if (c < tiles) off_row[c] = static_cast<int32_t>(carry + before);
+    const uint32_t before = block_exclusive_scan<kRowThreads>(lead ? bits : 0u, total, sm.select.scan);
+    if (lead && c < tiles) off_row[c] = static_cast<int32_t>(carry + before);
     carry += total;
   }
 }

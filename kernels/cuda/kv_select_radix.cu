@@ -14,6 +14,7 @@
 
 #include "dispatch.cuh"
 #include "kv_select_common.cuh"
+#include "kv_select_exact_resolve.cuh"
 #include "rakv/kernels/cuda/kv_select.h"
 
 namespace rakv::kernels::cuda {
@@ -261,155 +262,15 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
-struct ResolveSmem {
-  RowSmem row;                               // fallback select, tile counts
-  MultiSelectSmem<kRowThreads, 1> sel;       // band selects
-  uint32_t warp_tot[kRowThreads / 32];
-};
-
-// Writes the exclusive scan of sm.row.counts[0, tiles) (tiles <= kRowThreads) to off_row. The
-// counts must be complete (a barrier after their last update). One barrier.
-__device__ __forceinline__ void scan_tile_counts(int32_t* off_row, int64_t tiles, ResolveSmem& sm) {
-  const uint32_t lane = lane_id(), warp = threadIdx.x >> 5;
-  const uint32_t v = threadIdx.x < tiles ? sm.row.counts[threadIdx.x] : 0u;
-  const uint32_t incl = warp_inclusive_scan(v);
-  if (lane == 31) sm.warp_tot[warp] = incl;
-  __syncthreads();
-  const uint32_t w = lane < warp ? sm.warp_tot[lane] : 0u;
-  const uint32_t before = __reduce_add_sync(0xffffffffu, w) + incl - v;
-  if (threadIdx.x < tiles) off_row[threadIdx.x] = static_cast<int32_t>(before);
-}
-
-// Step 3. Classify left each tile's count of kept-outright positions in tile_off; with a band hit
-// the kept band entries are added to those counts in shared memory, so the tile offsets need no
-// second read of the mask (rows longer than kRowThreads tiles, and fallback rows, read it).
+// Step 3 (kv_select_exact_resolve.cuh).
 __global__ void __launch_bounds__(kRowThreads)
-    exact_resolve_kernel(const float* __restrict__ importance, int64_t row_stride, int64_t E,
-                         int64_t need, SelectWorkspace ws, int32_t* __restrict__ row_status,
-                         int64_t smem_entries) {
-  __shared__ ResolveSmem sm;
-  extern __shared__ uint4 smem_band[];
+    exact_resolve_kernel(const float* __restrict__ importance, int64_t row_stride, int64_t E, int64_t need,
+                         SelectWorkspace ws, int32_t* __restrict__ row_status) {
+  __shared__ ExactResolveSmem sm;
   wait_for_predecessor();
   allow_dependents();
   const int64_t row = blockIdx.x;
-  const float* in = importance + row * row_stride;
-  uint32_t* mask_row = ws.mask + row * ws.words_per_row;
-  int32_t* off_row = ws.tile_off + row * ws.tiles_per_row;
-  const int64_t tiles = (E + kTile - 1) / kTile;
-  const bool counted = tiles <= kRowThreads;  // tile counts kept in shared memory
-  // Classify's tile counts, loaded together with the row state (not after it).
-  const uint32_t tile_count = counted && threadIdx.x < tiles ? static_cast<uint32_t>(off_row[threadIdx.x]) : 0u;
-  const RowState st = ws.state[row];
-  const int64_t def = st.def_count, n = st.band_count;
-  const bool band_mode = st.mode == kModeBand;
-  const bool hit = band_mode && n <= ws.band_cap && def < need && need <= def + n;
-  if (band_mode && !hit) {
-    exact_row_fallback(in, E, need, mask_row, sm.row);
-    if (threadIdx.x == 0) atomicOr(row_status + row, kRowStatusFallback);
-    finalize_tile_offsets(mask_row, off_row, tiles, sm.row);
-    return;
-  }
-  if (!counted) {
-    if (hit) {
-      // Long rows: the plain steps (band from global memory when it does not fit).
-      uint32_t* s_key = reinterpret_cast<uint32_t*>(smem_band);
-      const BandView band = load_band(ws.band + row * ws.band_cap, n, s_key, s_key + smem_entries, smem_entries);
-      uint32_t thr, cut;
-      const uint32_t hi = st.def_min >= kNoKey ? 0xffffffffu : static_cast<uint32_t>(st.def_min - 1);
-      select_in_band(band, static_cast<uint32_t>(n), static_cast<uint32_t>(st.band_min), hi,
-                     static_cast<uint32_t>(need - def), E, sm.row, thr, cut);
-      mark_band(band, static_cast<uint32_t>(n), kNoKey, true, thr, cut, mask_row);
-    }
-    finalize_tile_offsets(mask_row, off_row, tiles, sm.row);
-    return;
-  }
-  if (!hit) {  // no band: the mask holds exactly the classify counts
-    sm.row.counts[threadIdx.x] = tile_count;
-    __syncthreads();
-    scan_tile_counts(off_row, tiles, sm);
-    return;
-  }
-  const uint32_t lo = static_cast<uint32_t>(st.band_min);
-  const uint32_t hi = st.def_min >= kNoKey ? 0xffffffffu : static_cast<uint32_t>(st.def_min - 1);
-  int shift;
-  uint32_t nbins;
-  select_pass_bins(lo, hi, shift, nbins);
-  const unsigned long long* g_band = ws.band + row * ws.band_cap;
-  uint32_t* s_key = reinterpret_cast<uint32_t*>(smem_band);
-  uint32_t* s_pos = s_key + smem_entries;
-  BandView band;
-  // The band entries, copied to shared memory when they fit, and the first select pass's
-  // histogram built on the way (range [lo, hi] is known before the keys).
-  if (n <= smem_entries) {
-    constexpr int kPer = static_cast<int>(kBandSmemEntries / kRowThreads);
-    unsigned long long e[kPer];
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kRowThreads;
-      e[j] = i < n ? g_band[i] : 0ull;
-    }
-    multi_select_clear(sm.sel);
-    sm.row.counts[threadIdx.x] = tile_count;
-    __syncthreads();
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kRowThreads;
-      if (i < n) {
-        const uint32_t key = static_cast<uint32_t>(e[j] >> 32);
-        s_key[i] = key;
-        s_pos[i] = static_cast<uint32_t>(e[j]);
-        if (key >= lo && key <= hi) atomicAdd(&sm.sel.hist[0][(key - lo) >> shift], 1u);
-      }
-    }
-    band.s_key = s_key;
-    band.s_pos = s_pos;
-  } else {
-    multi_select_clear(sm.sel);
-    sm.row.counts[threadIdx.x] = tile_count;
-    __syncthreads();
-    for (int64_t i = threadIdx.x; i < n; i += kRowThreads) {
-      const uint32_t key = static_cast<uint32_t>(g_band[i] >> 32);
-      if (key >= lo && key <= hi) atomicAdd(&sm.sel.hist[0][(key - lo) >> shift], 1u);
-    }
-    band.g = g_band;
-  }
-  __syncthreads();
-  const uint32_t nn = static_cast<uint32_t>(n);
-  const bool on[1] = {true};
-  SelectResult s[1];
-  {
-    const uint32_t rank[1] = {static_cast<uint32_t>(need - def)};
-    block_select_multi<kRowThreads, 1>(
-        rank, on, lo, hi,
-        [&](auto&& f) {
-          for (uint32_t i = threadIdx.x; i < nn; i += kRowThreads) f(band.key(i));
-        },
-        sm.sel, 0u, true, s);
-  }
-  const uint32_t thr = s[0].thr;
-  uint32_t cut = 0xffffffffu;
-  if (s[0].take < s[0].ties) {  // ties at thr: the lower positions first
-    const uint32_t last = static_cast<uint32_t>(E - 1);
-    const uint32_t rank[1] = {s[0].take};
-    SelectResult t[1];
-    block_select_multi<kRowThreads, 1>(
-        rank, on, 0u, last,
-        [&](auto&& f) {
-          for (uint32_t i = threadIdx.x; i < nn; i += kRowThreads)
-            if (band.key(i) == thr) f(last - band.pos(i));
-        },
-        sm.sel, 0u, false, t);
-    cut = last - t[0].thr;
-  }
-  for (uint32_t i = threadIdx.x; i < nn; i += kRowThreads) {
-    const uint32_t key = band.key(i), pos = band.pos(i);
-    if (key > thr || (key == thr && pos <= cut)) {
-      atomicOr(mask_row + (pos >> 5), 1u << (pos & 31u));
-      atomicAdd(&sm.row.counts[pos / static_cast<uint32_t>(kTile)], 1u);
-    }
-  }
-  __syncthreads();
-  scan_tile_counts(off_row, tiles, sm);
+  exact_resolve_row(importance + row * row_stride, row, E, need, ws, row_status, sm);
 }
 
 }  // namespace
@@ -444,23 +305,14 @@ int kv_select_exact(const ExactSelectParams& p, Stream stream_handle) {
 
   const SelectWorkspace ws = make_workspace(p.workspace, p.rows, p.T, nullptr);
   const bool force_fallback = p.path == SelectPath::kMultiBlockFallback;
-  // Band entries held in shared memory by the resolve step: up to kBandSmemEntries, as far as the
-  // device allows next to the static shared memory.
-  int64_t entries = ws.band_cap < kBandSmemEntries ? ws.band_cap : kBandSmemEntries;
-  const int64_t room = (smem_optin - static_cast<int64_t>(sizeof(ResolveSmem)) - 1024) / 8;
-  if (entries > room) entries = room > 0 ? room : 0;
-  const int resolve_smem = static_cast<int>(round_up(entries * 8, 16));
-  err = ensure_dynamic_smem(reinterpret_cast<const void*>(exact_resolve_kernel), resolve_smem);
-  if (err != 0) return err;
   err = launch_dependent(exact_bracket_kernel, dim3(static_cast<unsigned>(p.rows)),
                          dim3(kRowThreads), 0, stream, p.importance, p.row_stride, E, need, ws,
                          p.row_status, force_fallback);
   if (err != 0) return err;
   err = launch_classify(p.importance, p.row_stride, p.rows, E, ws, p.row_status, false, stream);
   if (err != 0) return err;
-  err = launch_dependent(exact_resolve_kernel, dim3(static_cast<unsigned>(p.rows)), dim3(kRowThreads),
-                         static_cast<size_t>(resolve_smem), stream, p.importance, p.row_stride, E, need, ws,
-                         p.row_status, entries);
+  err = launch_dependent(exact_resolve_kernel, dim3(static_cast<unsigned>(p.rows)), dim3(kRowThreads), 0, stream,
+                         p.importance, p.row_stride, E, need, ws, p.row_status);
   if (err != 0) return err;
   return launch_emit(ws, p.rows, E, need, recent, p.out, p.out_row_stride, stream);
 }

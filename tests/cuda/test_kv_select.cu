@@ -366,6 +366,40 @@ void test_sampling(rakv_test::Tally& tally, bool quick) {
 }
 
 // Recall of sampling against exact (eligible part), lognormal rows, 2% sample.
+// Parameters the launchers must reject, before touching any buffer, with a message naming the
+// parameter (last_error_detail) and nothing launched.
+void test_rejected(rakv_test::Tally& tally) {
+  struct Bad {
+    int64_t rows, T, k, recency;
+    const char* says;
+  };
+  const Bad cases[] = {
+      {1, 0, 0, 0, "T=0"},
+      {1, int64_t(1) << 31, 1, 0, "T=2147483648"},
+      {1, 65536 * 8192, 1, 0, "longest row"},  // more chunks than a grid's second dimension
+      {2, 100, 101, 0, "k_keep=101"},
+      {2, 100, 10, -1, "recency=-1"},
+      {-1, 100, 10, 0, "rows=-1"},
+  };
+  for (const Bad& c : cases) {
+    kc::ExactSelectParams p;
+    p.rows = c.rows;
+    p.T = c.T;
+    p.k_keep = c.k;
+    p.recency = c.recency;
+    kc::SamplingSelectParams q;
+    static_cast<kc::SelectionParams&>(q) = static_cast<const kc::SelectionParams&>(p);
+    const int exact_err = kc::kv_select_exact(p, nullptr);
+    const std::string exact_says = kc::last_error_detail();
+    const int sampling_err = kc::kv_select_sampling(q, nullptr);
+    const std::string sampling_says = kc::last_error_detail();
+    tally.check(exact_err != 0 && exact_says.find(c.says) != std::string::npos,
+                std::string("exact rejects ") + c.says + " (said: " + exact_says + ")");
+    tally.check(sampling_err != 0 && sampling_says.find(c.says) != std::string::npos,
+                std::string("sampling rejects ") + c.says + " (said: " + sampling_says + ")");
+  }
+}
+
 void recall_table(bool quick) {
   std::printf("\n| sampling recall vs exact (lognormal, 2%% sample) | T | k | recall (mean over rows) |\n|---|---|---|---|\n");
   for (int64_t T : {4096, 16384, 131072}) {
@@ -482,6 +516,7 @@ int main(int argc, char** argv) {
   rakv_test::Tally tally;
   test_exact(tally, quick);
   test_sampling(tally, quick);
+  test_rejected(tally);
   std::printf("kv_select: %d passed, %d failed\n", tally.passed, tally.failed);
   recall_table(quick);
   if (do_bench) bench(quick, false);

@@ -41,7 +41,7 @@ struct SelectionParams {
                                       // its T values contiguous
   int64_t row_stride = 0;             // elements between rows (>= T)
   int64_t rows = 0;                   // B * H
-  int64_t T = 0;                      // 1 <= T < 2^31
+  int64_t T = 0;                      // 1 <= T <= 65535 * 8192 (536862720)
   int64_t k_keep = 0;                 // 0 <= k_keep <= T
   int64_t recency = 0;                // >= 0 (64 in the spec)
   int64_t* out = nullptr;             // [rows, k_keep] int64, ascending positions per row
