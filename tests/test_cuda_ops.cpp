@@ -7,6 +7,7 @@
 #include <ATen/autocast_mode.h>
 #endif
 
+#include "rakv/apps/topk_bench.h"
 #include "rakv/apps/train_step.h"
 #include "rakv/detail/optimizer_state_key.h"
 #include "rakv/model/gpt2.h"
@@ -192,6 +193,27 @@ TEST(CudaOps, SelectionReportsNaN) {
   ASSERT_EQ(kept.sizes(), (std::vector<int64_t>{1, 2, 100}));
   EXPECT_TRUE((kept >= 0).all().item<bool>() && (kept < 500).all().item<bool>());
   EXPECT_TRUE((kept.narrow(2, 1, 99) > kept.narrow(2, 0, 99)).all().item<bool>());
+}
+
+TEST(CudaOps, TopkBenchmarkTimesTheNanCheckOnItsOwnRow) {
+  SKIP_WITHOUT_CUDA();
+  rakv::apps::TopkBenchOptions options;
+  options.seq_len = 20000;
+  options.batch = 1;
+  options.heads = 3;
+  options.warmup = 1;
+  options.repeats = 2;
+  options.device = kCuda;
+  options.methods = {rakv::ops::TopkMethod::kExact};
+  const auto rows = rakv::apps::run_topk_benchmark(options);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].method, "exact");
+  EXPECT_EQ(rows[1].method, rakv::apps::kExactNanCheckedMethod);
+  for (const auto& row : rows) {
+    EXPECT_EQ(row.returned_k, row.k) << row.method;
+    EXPECT_EQ(row.recall, 1.0) << row.method;
+    EXPECT_GT(row.median_ms, 0.0) << row.method;
+  }
 }
 
 TEST(CudaOps, ImportanceMatchesTheFloat64Reference) {

@@ -362,4 +362,21 @@ TEST(KvSelect, SelectionRecallCountsHitsExactly) {
   EXPECT_EQ(rakv::apps::selection_recall(one_off, exact), (96.0 * 389.0 - 1.0) / (96.0 * 389.0));
 }
 
+TEST(TopkBenchmark, OneRowPerMethodOnTheCpu) {
+  rakv::apps::TopkBenchOptions options;
+  options.seq_len = 600;
+  options.batch = 1;
+  options.heads = 2;
+  options.warmup = 0;
+  options.repeats = 1;
+  const auto rows = rakv::apps::run_topk_benchmark(options);
+  // The CPU kernels check for NaN at no cost: no separate row for the check.
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].method, "exact");
+  EXPECT_EQ(rows[0].recall, 1.0);
+  EXPECT_EQ(rows[1].method, "sampling");
+  EXPECT_EQ(rows[2].method, "audit_sampling");
+  for (const auto& row : rows) EXPECT_GT(row.median_ms, 0.0) << row.method;
+}
+
 }  // namespace

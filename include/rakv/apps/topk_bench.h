@@ -27,10 +27,15 @@ struct TopkBenchOptions {
   torch::Device device = torch::kCPU;
 };
 
+// The row of the exact method on CUDA with its NaN check (ops::NanPolicy::kError, the op's
+// default: a host synchronisation per call). The methods' own rows are timed without it, like
+// torch::topk, which checks nothing.
+inline constexpr const char* kExactNanCheckedMethod = "exact_nan_checked";
+
 struct TopkBenchRow {
   int64_t seq_len = 0;
-  int64_t k = 0;  // k_keep asked for
-  std::string method;
+  int64_t k = 0;           // k_keep asked for
+  std::string method;      // a TopkMethod's name, or kExactNanCheckedMethod
   int64_t returned_k = 0;  // positions returned per row
   double recall = 0;       // mean over rows of |selected ∩ exact| / k
   double median_ms = 0;
