@@ -51,17 +51,23 @@ torch::Tensor kv_select(const torch::Tensor& importance_in, int64_t k_keep, int6
   const cudaError_t pending = cudaGetLastError();
   TORCH_CHECK(pending == cudaSuccess,
               "kv_select: a CUDA error was pending before the call: ", cudaGetErrorString(pending));
-  const torch::Tensor importance = importance_in.to(torch::kFloat32).contiguous();
+  // Each tensor op costs host time before the kernels start (the GPU idles in a lone call): skip
+  // the conversions when there is nothing to convert.
+  const torch::Tensor importance = importance_in.scalar_type() == torch::kFloat32 && importance_in.is_contiguous()
+                                       ? importance_in
+                                       : importance_in.to(torch::kFloat32).contiguous();
   if (method == TopkMethod::kAuditSampling)
     return audit_sampling(importance, k_keep, sample_fraction, seed);
   const int64_t rows = importance.size(0) * importance.size(1);
   const int64_t t = importance.size(2);
   torch::Tensor out = torch::empty({importance.size(0), importance.size(1), k_keep},
                                    importance.options().dtype(torch::kInt64));
-  torch::Tensor status = torch::empty({rows}, importance.options().dtype(torch::kInt32));
-  torch::Tensor workspace =
-      torch::empty({static_cast<int64_t>(kc::kv_select_workspace_bytes(rows, t))},
+  // The row status and the kernels' workspace in one allocation (the workspace 256-byte aligned).
+  const int64_t status_bytes = (rows * 4 + 255) / 256 * 256;
+  torch::Tensor scratch =
+      torch::empty({status_bytes + static_cast<int64_t>(kc::kv_select_workspace_bytes(rows, t))},
                    importance.options().dtype(torch::kUInt8));
+  uint8_t* const scratch_base = scratch.data_ptr<uint8_t>();
   const auto stream = c10::cuda::getCurrentCUDAStream(importance.device().index()).stream();
   const auto fill = [&](kc::SelectionParams& p) {
     p.importance = importance.data_ptr<float>();
@@ -72,8 +78,8 @@ torch::Tensor kv_select(const torch::Tensor& importance_in, int64_t k_keep, int6
     p.recency = recency;
     p.out = out.data_ptr<int64_t>();
     p.out_row_stride = k_keep;
-    p.row_status = status.data_ptr<int32_t>();
-    p.workspace = workspace.data_ptr();
+    p.row_status = reinterpret_cast<int32_t*>(scratch_base);
+    p.workspace = scratch_base + status_bytes;
   };
   if (method == TopkMethod::kExact) {
     kc::ExactSelectParams p;
@@ -89,7 +95,7 @@ torch::Tensor kv_select(const torch::Tensor& importance_in, int64_t k_keep, int6
                  recency);
   }
   if (nan_policy == NanPolicy::kError &&
-      status.bitwise_and(kc::kRowStatusNaN).any().item<bool>()) {
+      scratch.narrow(0, 0, rows * 4).view(torch::kInt32).bitwise_and(kc::kRowStatusNaN).any().item<bool>()) {
     const torch::Tensor at = importance.isnan().nonzero()[0].cpu();
     TORCH_CHECK(false, "kv_select: importance contains NaN at [", at[0].item<int64_t>(), ", ",
                 at[1].item<int64_t>(), ", ", at[2].item<int64_t>(), "]");
