@@ -20,59 +20,13 @@ constexpr int kResolveMaskWords = 4096;   // rows of up to 131072 positions mark
 
 struct ExactResolveSmem {
   __align__(16) uint32_t bits[kResolveMaskWords];  // kept band entries, ORed into the mask at the end
+  uint32_t key[kResolveCandidates], pos[kResolveCandidates];  // the final bin's entries
+  uint32_t count;
   union {
-    struct {
-      MultiSelectSmem<kRowThreads, 1> sel;
-      uint32_t key[kResolveCandidates];
-      uint32_t pos[kResolveCandidates];
-      uint32_t count;
-    } band;
-    RowSmem row;  // fallback select, tile offsets
+    MultiSelectSmem<kRowThreads, 1> sel;  // the band histogram
+    RowSmem row;                          // crowded bins, fallback select, tile offsets
   };
 };
-
-// Among the `count` entries of the final bin [bin_lo, bin_hi] (entry(i, key, pos) -> whether
-// entry i lies in the bin), marks (mark(pos)) the top `rank` by key, ties to the lower position.
-template <class Entry, class Mark>
-__device__ __forceinline__ void mark_top_of_bin(int64_t count, Entry entry, uint32_t bin_lo, uint32_t bin_hi,
-                                                uint32_t rank, int64_t E, MultiSelectSmem<kRowThreads, 1>& sel,
-                                                Mark mark) {
-  const bool on[1] = {true};
-  SelectResult s[1];
-  {
-    const uint32_t r[1] = {rank};
-    block_select_multi<kRowThreads, 1>(
-        r, on, bin_lo, bin_hi,
-        [&](auto&& f) {
-          for (int64_t i = threadIdx.x; i < count; i += kRowThreads) {
-            uint32_t key, pos;
-            if (entry(i, key, pos)) f(key);
-          }
-        },
-        sel, 0u, false, s);
-  }
-  const uint32_t thr = s[0].thr;
-  uint32_t cut = 0xffffffffu;
-  if (s[0].take < s[0].ties) {  // ties at thr: the lower positions first
-    const uint32_t last = static_cast<uint32_t>(E - 1);
-    const uint32_t r[1] = {s[0].take};
-    SelectResult t[1];
-    block_select_multi<kRowThreads, 1>(
-        r, on, 0u, last,
-        [&](auto&& f) {
-          for (int64_t i = threadIdx.x; i < count; i += kRowThreads) {
-            uint32_t key, pos;
-            if (entry(i, key, pos) && key == thr) f(last - pos);
-          }
-        },
-        sel, 0u, false, t);
-    cut = last - t[0].thr;
-  }
-  for (int64_t i = threadIdx.x; i < count; i += kRowThreads) {
-    uint32_t key, pos;
-    if (entry(i, key, pos) && (key > thr || (key == thr && pos <= cut))) mark(pos);
-  }
-}
 
 // Marks the top `rank` of the `count` entries of the final bin held in shared memory, ties to
 // the lower position: each thread ranks one entry against all the others (no block barrier).
@@ -121,19 +75,19 @@ __device__ __forceinline__ void resolve_band(const SelectWorkspace& ws, int64_t 
   int shift;
   uint32_t nbins;
   select_pass_bins(lo, hi, shift, nbins);
-  multi_select_clear(sm.band.sel);
-  if (threadIdx.x == 0) sm.band.count = 0;
+  multi_select_clear(sm.sel);
+  if (threadIdx.x == 0) sm.count = 0;
   __syncthreads();
   for_each_entry([&](unsigned long long x) {
     const uint32_t key = static_cast<uint32_t>(x >> 32);
-    if (key >= lo && key <= hi) atomicAdd(&sm.band.sel.hist[0][(key - lo) >> shift], 1u);
+    if (key >= lo && key <= hi) atomicAdd(&sm.sel.hist[0][(key - lo) >> shift], 1u);
   });
   __syncthreads();
   const bool on[1] = {true};
   SelectResult bin[1];
   {
     const uint32_t r[1] = {rank};  // the first pass only: its histogram is built, so no key is read
-    block_select_multi<kRowThreads, 1>(r, on, lo, hi, [](auto&&) {}, sm.band.sel, 0xffffffffu, true, bin);
+    block_select_multi<kRowThreads, 1>(r, on, lo, hi, [](auto&&) {}, sm.sel, 0xffffffffu, true, bin);
   }
   const uint32_t bin_lo = bin[0].thr, bin_hi = bin[0].top, bin_rank = bin[0].take;
   for_each_entry([&](unsigned long long x) {
@@ -141,36 +95,34 @@ __device__ __forceinline__ void resolve_band(const SelectWorkspace& ws, int64_t 
     if (key > bin_hi) {
       mark(pos);
     } else if (key >= bin_lo) {
-      const uint32_t c = atomicAdd(&sm.band.count, 1u);
+      const uint32_t c = atomicAdd(&sm.count, 1u);
       if (c < kResolveCandidates) {
-        sm.band.key[c] = key;
-        sm.band.pos[c] = pos;
+        sm.key[c] = key;
+        sm.pos[c] = pos;
       }
     }
   });
   __syncthreads();
-  const uint32_t count = sm.band.count;
+  const uint32_t count = sm.count;
   if (count <= static_cast<uint32_t>(kRowThreads)) {
-    mark_top_of_small_bin(count, bin_rank, sm.band.key, sm.band.pos, mark);
-  } else if (count <= kResolveCandidates) {
-    mark_top_of_bin(
-        count,
-        [&](int64_t i, uint32_t& key, uint32_t& pos) {
-          key = sm.band.key[i];
-          pos = sm.band.pos[i];
-          return true;
-        },
-        bin_lo, bin_hi, bin_rank, E, sm.band.sel, mark);
-  } else {  // heavy ties filled the bin: the same select over the band entries in global memory
-    mark_top_of_bin(
-        n,
-        [&](int64_t i, uint32_t& key, uint32_t& pos) {
-          const unsigned long long x = band[i];
-          key = static_cast<uint32_t>(x >> 32);
-          pos = static_cast<uint32_t>(x);
-          return key >= bin_lo && key <= bin_hi;
-        },
-        bin_lo, bin_hi, bin_rank, E, sm.band.sel, mark);
+    mark_top_of_small_bin(count, bin_rank, sm.key, sm.pos, mark);
+    return;
+  }
+  // A crowded bin (heavy ties): the radix select over its entries, in shared memory when they
+  // fit, else over the band entries in global memory (the select keeps to the bin's key range).
+  BandView entries;
+  if (count <= kResolveCandidates) {
+    entries.s_key = sm.key;
+    entries.s_pos = sm.pos;
+  } else {
+    entries.g = band;
+  }
+  const uint32_t listed = count <= kResolveCandidates ? count : static_cast<uint32_t>(n);
+  uint32_t thr, cut;
+  select_in_band(entries, listed, bin_lo, bin_hi, bin_rank, E, sm.row, thr, cut);
+  for (uint32_t i = threadIdx.x; i < listed; i += kRowThreads) {
+    const uint32_t key = entries.key(i), pos = entries.pos(i);
+    if (key >= bin_lo && key <= bin_hi && (key > thr || (key == thr && pos <= cut))) mark(pos);
   }
 }
 
